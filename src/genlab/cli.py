@@ -1,0 +1,139 @@
+"""The ``genlab`` command: list, run, report, demo.
+
+Config fields are parsed by tyro from the study's config dataclass (nested fields with dotted
+names, e.g. ``--optim.lr 0.01``), starting from the chosen preset. Bad input never shows a
+traceback: it prints one line naming the field or choice and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from genlab.errors import ConfigError, GenlabError
+
+USAGE = """usage: genlab COMMAND ...
+
+commands:
+  list                         the studies, their presets and a line on each
+  run STUDY [--preset NAME] [--out DIR] [--resume] [--force] [--quiet] [--FIELD VALUE ...]
+                               run a study (genlab run STUDY --help lists every field)
+  report RUN_DIR               rebuild figures and reports from a run folder's files
+  demo [--out DIR] [--quiet]   run every study's smoke preset and write an index.html
+"""
+
+RUN_OPTIONS = """Run options: --preset NAME (default smoke), --out DIR (the run folder; default
+runs/STUDY/NAME), --resume (continue an interrupted run), --force (overwrite a run folder),
+--quiet (no progress display). Every config field below can be set; nested fields use dotted
+names."""
+
+
+def fail(message: str, code: int = 2) -> int:
+    print(f"genlab: error: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_list() -> int:
+    from genlab.studies import STUDIES
+
+    for name, study in STUDIES.items():
+        print(f"{name:<12} {study.description}")
+        print(f"{'':<12} presets: {', '.join(study.presets)}")
+    return 0
+
+
+def parse_run_args(study_name: str, argv: list[str]):
+    """(study, preset name, config, run options) from ``genlab run STUDY ...`` arguments."""
+    import tyro
+
+    from genlab.studies import STUDIES
+
+    if study_name not in STUDIES:
+        raise ConfigError(
+            "STUDY", f"unknown study {study_name!r}; choose from {', '.join(STUDIES)}"
+        )
+    study = STUDIES[study_name]
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default="smoke")
+    pre.add_argument("--out", type=Path, default=None)
+    pre.add_argument("--resume", action="store_true")
+    pre.add_argument("--force", action="store_true")
+    pre.add_argument("--quiet", action="store_true")
+    opts, rest = pre.parse_known_args(argv)
+    if opts.preset not in study.presets:
+        raise ConfigError(
+            "--preset",
+            f"unknown preset {opts.preset!r} for {study_name}; "
+            f"choose from {', '.join(study.presets)}",
+        )
+    config = tyro.cli(
+        study.config_cls,
+        default=study.presets[opts.preset](),
+        args=rest,
+        prog=f"genlab run {study_name}",
+        description=f"{study.description}\n\n{RUN_OPTIONS}",
+    )
+    return study, opts.preset, config, opts
+
+
+def cmd_run(argv: list[str]) -> int:
+    from genlab.runs import execute, run_name
+
+    if not argv or argv[0].startswith("-"):
+        return fail("usage: genlab run STUDY [options]; see `genlab list`")
+    study, preset, config, opts = parse_run_args(argv[0], argv[1:])
+    study.validate(config)
+    out = opts.out or Path("runs") / study.name / run_name(preset, config, study.presets[preset]())
+    summary = execute(study, config, out, resume=opts.resume, force=opts.force, quiet=opts.quiet)
+    print(f"{study.name}: {summary['status']} -> {out / 'report.md'}")
+    return 0 if summary["status"] == "complete" else 1
+
+
+def cmd_report(argv: list[str]) -> int:
+    from genlab.runs import RunPaths, read_json
+    from genlab.studies import STUDIES
+
+    if len(argv) != 1:
+        return fail("usage: genlab report RUN_DIR")
+    paths = RunPaths(Path(argv[0]))
+    if not paths.env.exists():
+        return fail(f"{paths.root}: not a run folder (no env.json)")
+    study = read_json(paths.env).get("study")
+    if study not in STUDIES:
+        return fail(f"{paths.env}: unknown study {study!r}")
+    STUDIES[study].report(paths)
+    print(f"rebuilt {paths.report_md} and {paths.report_html}")
+    return 0
+
+
+def cmd_demo(argv: list[str]) -> int:
+    from genlab.demo import run_demo
+
+    pre = argparse.ArgumentParser(prog="genlab demo")
+    pre.add_argument("--out", type=Path, default=Path("runs/demo"))
+    pre.add_argument("--quiet", action="store_true")
+    opts = pre.parse_args(argv)
+    return run_demo(opts.out, quiet=opts.quiet)
+
+
+COMMANDS = {"list": lambda argv: cmd_list(), "run": cmd_run, "report": cmd_report, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    if argv[0] not in COMMANDS:
+        return fail(f"unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}")
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except GenlabError as e:
+        return fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        return fail("interrupted; continue with --resume", 130)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

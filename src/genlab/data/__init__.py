@@ -1,0 +1,109 @@
+"""Named datasets loaded offline from installed packages, cached as ``.npz``.
+
+``load_dataset(name, train_size=..., normalize=..., label_noise=..., noise_kind=...)`` returns a
+:class:`Dataset`. The registry ``DATASETS`` is a plain dict: name -> function returning numpy
+arrays (x_train, y_train, x_test, y_test). Add a dataset by adding an entry.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genlab.data.base import Dataset
+from genlab.data.images import (
+    load_digits_arrays,
+    load_fashion_arrays,
+    load_mnist1d_arrays,
+    load_mnist_arrays,
+)
+from genlab.data.noise import NOISE_KINDS, apply_label_noise
+from genlab.errors import ConfigError
+
+__all__ = ["DATASETS", "Dataset", "cache_dir", "load_dataset", "NOISE_KINDS"]
+
+DATASETS: dict[str, Callable[[], tuple[np.ndarray, ...]]] = {
+    "digits": load_digits_arrays,
+    "mnist": lambda: load_mnist_arrays("train"),
+    "mnist-validation": lambda: load_mnist_arrays("validation"),
+    "fashion-mnist": load_fashion_arrays,
+    "mnist1d": load_mnist1d_arrays,
+}
+
+
+def cache_dir() -> Path:
+    """``$GENLAB_CACHE`` or ``~/.cache/genlab``."""
+    return Path(os.environ.get("GENLAB_CACHE", Path.home() / ".cache" / "genlab"))
+
+
+def _cached_arrays(name: str) -> tuple[np.ndarray, ...]:
+    path = cache_dir() / "datasets" / f"{name}.npz"
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return tuple(z[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+        except (OSError, ValueError, KeyError):
+            pass  # a corrupt cache is rebuilt below
+    arrays = DATASETS[name]()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **dict(zip(("x_train", "y_train", "x_test", "y_test"), arrays)))
+    os.replace(tmp, path)
+    return arrays
+
+
+def check_options(
+    name: str, train_size: int | None, label_noise: float, noise_kind: str, field: str = "data"
+) -> None:
+    """Reject bad dataset options before any work, naming the field."""
+    if name not in DATASETS:
+        raise ConfigError(
+            f"{field}.name", f"unknown dataset {name!r}; choose from {sorted(DATASETS)}"
+        )
+    if train_size is not None and train_size < 1:
+        raise ConfigError(f"{field}.train_size", f"must be a positive integer, got {train_size}")
+    if not 0.0 <= label_noise <= 1.0:
+        raise ConfigError(f"{field}.label_noise", f"must be in [0, 1], got {label_noise}")
+    if noise_kind not in NOISE_KINDS:
+        raise ConfigError(f"{field}.noise_kind", f"choose from {sorted(NOISE_KINDS)}")
+
+
+def load_dataset(
+    name: str,
+    *,
+    train_size: int | None = None,
+    normalize: bool = False,
+    label_noise: float = 0.0,
+    noise_kind: str = "uniform",
+    noise_seed: int = 0,
+) -> Dataset:
+    """Load ``name``; take the first ``train_size`` training examples; add label noise.
+
+    ``normalize`` standardizes inputs with the training split's scalar mean and std (computed
+    after the ``train_size`` cut, so test data never informs it). Label noise touches the
+    training labels only; the changed indices are in ``noisy_idx``.
+    """
+    check_options(name, train_size, label_noise, noise_kind)
+    x_tr, y_tr, x_te, y_te = _cached_arrays(name)
+    num_classes = int(max(y_tr.max(), y_te.max())) + 1
+    ds = Dataset(
+        name=name,
+        x_train=torch.from_numpy(np.ascontiguousarray(x_tr, dtype=np.float32)),
+        y_train=torch.from_numpy(np.ascontiguousarray(y_tr, dtype=np.int64)),
+        x_test=torch.from_numpy(np.ascontiguousarray(x_te, dtype=np.float32)),
+        y_test=torch.from_numpy(np.ascontiguousarray(y_te, dtype=np.int64)),
+        num_classes=num_classes,
+        input_shape=tuple(x_tr.shape[1:]),
+    ).with_train_size(train_size)
+    if normalize:
+        mean, std = ds.x_train.mean(), ds.x_train.std().clamp_min(1e-8)
+        ds.x_train = (ds.x_train - mean) / std
+        ds.x_test = (ds.x_test - mean) / std
+    if label_noise > 0:
+        noisy, idx = apply_label_noise(ds.y_train, label_noise, num_classes, noise_kind, noise_seed)
+        ds.clean_y_train, ds.y_train, ds.noisy_idx = ds.y_train, noisy, idx
+    return ds

@@ -1,0 +1,669 @@
+"""A sweep of small MLPs (weight decay x seed) trained as ONE batched program on stacked tensors.
+
+Why: the grokking study trains 30 MLPs (784-200-200-10, batch 100) for 100k steps. Run one by
+one, each step is a handful of small matmuls plus optimizer bookkeeping, and per-op overhead
+dominates on a CPU. Stacking the members' parameters along a leading member axis M turns every
+layer into one ``torch.baddbmm`` / ``torch.bmm`` over (M, ...) stacks, the backward pass is
+written out by hand (no autograd graph), and AdamW updates the six stacked tensors in one pass.
+
+Everything a member sees is exactly what the sequential reference :func:`train_mlp_reference`
+(``nn.Sequential`` + ``torch.optim.AdamW``) sees for the same seed:
+
+- **Init**: :func:`build_mlp` under ``torch.manual_seed(seed)`` -- default ``nn.Linear`` init in
+  float32 (layer by layer, weight then bias), every parameter then multiplied by ``init_scale``
+  (alpha), then cast to ``dtype``. This equals ``genlab.models.build_model("mlp", ...,
+  init_scale=alpha, seed=seed)`` for the same layer sizes (same draws in the same order).
+- **Batches** (:class:`BatchSampler`): full batch when ``batch_size`` is None (all training
+  examples, in order, every step; no randomness). Otherwise each member owns a
+  ``torch.Generator`` seeded by its seed; an epoch is ``torch.randperm(n, generator=g)`` and the
+  batches are its consecutive slices of ``batch_size``. A partial last slice is DROPPED (when
+  ``n % batch_size != 0`` the last ``n % batch_size`` indices of each permutation are never used)
+  and a new permutation is drawn. The first permutation is drawn at the first step.
+- **Loss**: ``"mse_sum"`` = mean over the batch of sum over outputs of (f - onehot(y))^2;
+  ``"ce"`` = mean cross-entropy.
+- **Optimizer**: AdamW with per-member weight decay (and optionally per-member lr), decoupled
+  decay ``p *= 1 - lr * wd`` then the bias-corrected Adam step. ``adamw="fused"`` (default, one
+  pass over memory) is bitwise the update of ``torch.optim.AdamW(..., fused=True)``;
+  ``adamw="single_tensor"`` replays, op by op, the default CPU path of ``torch.optim.AdamW``
+  (``foreach=False``) and is bitwise that update.
+
+Only rounding in the matmuls (batched vs unbatched kernels, hand-written vs autograd backward)
+separates a member from its sequential run (see tests/test_ensemble.py for the tolerances).
+
+Layout: weight ``l`` is (M, out, in) (``nn.Linear``'s layout with a member axis), bias ``l`` is
+(M, out). Features: the last hidden layer's post-ReLU activations (the penultimate layer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from genlab.errors import CheckpointError, ConfigError
+
+__all__ = [
+    "ADAMW_IMPLS",
+    "LOSSES",
+    "BatchSampler",
+    "MLPEnsemble",
+    "adamw_step_",
+    "build_mlp",
+    "grid",
+    "train_ensemble",
+    "train_mlp_reference",
+]
+
+LOSSES = ("mse_sum", "ce")
+ADAMW_IMPLS = ("fused", "single_tensor")
+
+
+# --------------------------------------------------------------------------------------------
+# Shared definitions: the MLP, the batch protocol, the loss
+
+
+def build_mlp(
+    sizes: Sequence[int], *, seed: int, init_scale: float = 1.0, dtype: torch.dtype = torch.float32
+) -> nn.Sequential:
+    """Linear(sizes[0], sizes[1]), ReLU, ..., Linear(sizes[-2], sizes[-1]) with ``nn.Linear``'s
+    default init drawn in float32 under ``torch.manual_seed(seed)`` (the global RNG state is
+    restored afterwards), every parameter multiplied by ``init_scale``, then cast to ``dtype``."""
+    _check_sizes(sizes)
+    layers: list[nn.Module] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(nn.Linear(d_in, d_out))
+            if i < len(sizes) - 2:
+                layers.append(nn.ReLU())
+    model = nn.Sequential(*layers)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(init_scale)
+    return model.to(dtype)
+
+
+def _check_sizes(sizes: Sequence[int]) -> None:
+    if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
+        raise ConfigError("sizes", f"need >= 2 positive layer sizes, got {list(sizes)}")
+
+
+class BatchSampler:
+    """Minibatch indices of M members over one training set of n examples (see module doc).
+
+    All members share n and ``batch_size``, so their positions in their own permutations move
+    in lockstep: one ``pos`` serves all. State: each generator's state, the (M, n) current
+    permutations, ``pos`` (n when a new permutation is due).
+    """
+
+    def __init__(self, n: int, batch_size: int, seeds: Sequence[int]):
+        if not 1 <= batch_size <= n:
+            raise ConfigError("batch_size", f"must be in [1, {n}] (or None), got {batch_size}")
+        self.n, self.batch_size = n, batch_size
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.perms = torch.zeros(len(self.generators), n, dtype=torch.long)
+        self.pos = n  # no permutation drawn yet
+
+    def next(self) -> torch.Tensor:
+        """(M, batch_size) int64 indices of the next batch of every member."""
+        if self.pos + self.batch_size > self.n:  # epoch over (a partial last batch is dropped)
+            for m, g in enumerate(self.generators):
+                self.perms[m] = torch.randperm(self.n, generator=g)
+            self.pos = 0
+        idx = self.perms[:, self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {
+            "sampler.generator_state": torch.stack([g.get_state() for g in self.generators]),
+            "sampler.perm": self.perms.clone(),
+            "sampler.pos": torch.tensor(self.pos, dtype=torch.long),
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        gs, perm = state["sampler.generator_state"], state["sampler.perm"]
+        if gs.shape[0] != len(self.generators) or perm.shape != self.perms.shape:
+            raise CheckpointError(
+                f"sampler state for {gs.shape[0]} members x {perm.shape[-1]} examples does not "
+                f"match {len(self.generators)} x {self.n}"
+            )
+        for g, s in zip(self.generators, gs):
+            g.set_state(s.clone())
+        self.perms.copy_(perm)
+        self.pos = int(state["sampler.pos"])
+
+
+def _one_hot(y: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
+    return torch.nn.functional.one_hot(y, k).to(dtype)
+
+
+def reference_loss(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    """The loss of the sequential reference (autograd-able), logits (B, K), y (B,) int64."""
+    if loss == "mse_sum":
+        return (logits - _one_hot(y, logits.shape[-1], logits.dtype)).pow(2).sum(-1).mean()
+    if loss == "ce":
+        return torch.nn.functional.cross_entropy(logits, y)
+    raise ConfigError("loss", f"unknown loss {loss!r}; choose from {list(LOSSES)}")
+
+
+# --------------------------------------------------------------------------------------------
+# AdamW on stacked tensors
+
+
+def adamw_step_(
+    params: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    exp_avgs: Sequence[torch.Tensor],
+    exp_avg_sqs: Sequence[torch.Tensor],
+    step: int,
+    lrs: Sequence[float],
+    weight_decays: Sequence[float],
+    *,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    impl: str = "fused",
+) -> None:
+    """One AdamW update, in place, of tensors stacked over a leading member axis M.
+
+    ``step`` is the step number after this update (1 for the first); ``lrs`` and
+    ``weight_decays`` have one entry per member. Member m's slice gets exactly (bitwise) the
+    update ``torch.optim.AdamW(lr=lrs[m], weight_decay=weight_decays[m], betas, eps,
+    fused=(impl == "fused"))`` would give it (``foreach=False`` for ``"single_tensor"``).
+    """
+    if impl not in ADAMW_IMPLS:
+        raise ConfigError("adamw", f"unknown AdamW implementation {impl!r}; {list(ADAMW_IMPLS)}")
+    beta1, beta2 = betas
+    p0 = params[0]
+    n_members = p0.shape[0]
+    same_lr = all(lr == lrs[0] for lr in lrs)
+
+    def per_member(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
+        # Python doubles cast to the param dtype: the same rounding as a Python scalar operand.
+        t = torch.tensor(list(values), dtype=torch.float64).to(like.dtype)
+        return t.view(n_members, *([1] * (like.dim() - 1)))
+
+    decay = [1.0 - lr * wd for lr, wd in zip(lrs, weight_decays)]
+    decay_on = [wd != 0 for wd in weight_decays]
+    for p in params:  # decoupled weight decay (skipped, as torch does, where wd == 0)
+        if all(decay_on):
+            p.mul_(per_member(decay, p))
+        elif any(decay_on):
+            for m in range(n_members):
+                if decay_on[m]:
+                    p[m].mul_(decay[m])
+
+    if impl == "fused":
+        # torch.optim's fused path keeps a float32 step tensor, incremented before the kernel.
+        if same_lr:
+            groups = [(lrs[0], list(params), list(grads), list(exp_avgs), list(exp_avg_sqs))]
+        else:
+            by_lr: dict[float, list[int]] = {}
+            for m, lr in enumerate(lrs):
+                by_lr.setdefault(lr, []).append(m)
+            groups = [
+                (
+                    lr,
+                    [p[m] for p in params for m in ms],
+                    [g[m] for g in grads for m in ms],
+                    [a[m] for a in exp_avgs for m in ms],
+                    [s[m] for s in exp_avg_sqs for m in ms],
+                )
+                for lr, ms in by_lr.items()
+            ]
+        step_t = torch.tensor(float(step), dtype=torch.float32)
+        for lr, ps, gs, ms_, vs in groups:
+            torch._fused_adamw_(
+                ps,
+                gs,
+                ms_,
+                vs,
+                [],
+                [step_t] * len(ps),
+                lr=float(lr),
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=0.0,  # applied above, bitwise as the kernel would
+                eps=eps,
+                amsgrad=False,
+                maximize=False,
+            )
+        return
+
+    # "single_tensor": torch.optim.adam._single_tensor_adam, op by op, on the stacks.
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    bias_correction2_sqrt = bias_correction2**0.5
+    for p, g, exp_avg, exp_avg_sq in zip(params, grads, exp_avgs, exp_avg_sqs):
+        exp_avg.lerp_(g, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+        if same_lr:
+            p.addcdiv_(exp_avg, denom, value=-(lrs[0] / bias_correction1))
+        else:  # addcdiv_(t1, t2, value=v) computes p + (v * t1) / t2
+            neg_step = per_member([-(lr / bias_correction1) for lr in lrs], p)
+            p.add_((neg_step * exp_avg) / denom)
+
+
+# --------------------------------------------------------------------------------------------
+# The batched ensemble
+
+
+def grid(weight_decays: Sequence[float], seeds: Sequence[int]) -> tuple[list[float], list[int]]:
+    """The weight-decay x seed sweep as two aligned member lists (weight decay outer)."""
+    wds = [float(w) for w in weight_decays for _ in seeds]
+    ss = [int(s) for _ in weight_decays for s in seeds]
+    return wds, ss
+
+
+class MLPEnsemble:
+    """M ReLU MLPs with layer sizes ``sizes`` trained in lockstep on one training set.
+
+    Args:
+        x_train: (n, *input_shape), flattened to (n, sizes[0]); y_train: (n,) int64 in [0, K).
+        sizes: layer widths, e.g. [784, 200, 200, 10] (K = sizes[-1]).
+        seeds: one per member: its init (``build_mlp``) and its batch order (``BatchSampler``).
+        weight_decays: one per member (or one for all). lr: one float or one per member.
+        batch_size: None for full batch, else the minibatch size (partial batches dropped).
+
+    Drive it with :meth:`step` or :func:`train_ensemble`; checkpoint with :meth:`state_dict`.
+    """
+
+    def __init__(
+        self,
+        x_train: torch.Tensor,
+        y_train: torch.Tensor,
+        *,
+        sizes: Sequence[int],
+        seeds: Sequence[int],
+        weight_decays: float | Sequence[float],
+        lr: float | Sequence[float] = 1e-3,
+        init_scale: float = 1.0,
+        loss: str = "mse_sum",
+        batch_size: int | None = None,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        dtype: torch.dtype = torch.float32,
+        adamw: str = "fused",
+    ):
+        _check_sizes(sizes)
+        self.sizes = [int(s) for s in sizes]
+        self.seeds = [int(s) for s in seeds]
+        m = len(self.seeds)
+        if m < 1:
+            raise ConfigError("seeds", "need at least one member")
+        self.weight_decays = _per_member("weight_decays", weight_decays, m)
+        self.lrs = _per_member("lr", lr, m)
+        if loss not in LOSSES:
+            raise ConfigError("loss", f"unknown loss {loss!r}; choose from {list(LOSSES)}")
+        if adamw not in ADAMW_IMPLS:
+            raise ConfigError("adamw", f"unknown {adamw!r}; choose from {list(ADAMW_IMPLS)}")
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ConfigError("betas", f"must be in [0, 1), got {betas}")
+        self.loss, self.adamw, self.betas, self.eps = loss, adamw, tuple(betas), float(eps)
+        self.init_scale, self.dtype = float(init_scale), dtype
+
+        n = int(y_train.shape[0])
+        self.x_train = x_train.reshape(n, -1).to(dtype).contiguous()  # (n, d0)
+        if self.x_train.shape[1] != self.sizes[0]:
+            raise ConfigError("sizes", f"sizes[0]={sizes[0]} but inputs have {x_train.shape[1]}")
+        self.y_train = y_train.to(torch.long)
+        self.target_train = _one_hot(self.y_train, self.sizes[-1], dtype)  # (n, K)
+        self.batch_size = None if batch_size is None or batch_size == n else int(batch_size)
+        self.sampler = (
+            None if self.batch_size is None else BatchSampler(n, self.batch_size, self.seeds)
+        )
+
+        # Parameters: weights[l] (M, out, in), biases[l] (M, out); Adam moments alike.
+        nets = [build_mlp(self.sizes, seed=s, init_scale=init_scale, dtype=dtype) for s in seeds]
+        linears = [[mod for mod in net if isinstance(mod, nn.Linear)] for net in nets]
+        self.weights = [
+            torch.stack([lin[l].weight.detach() for lin in linears]) for l in range(self.n_layers)
+        ]
+        self.biases = [
+            torch.stack([lin[l].bias.detach() for lin in linears]) for l in range(self.n_layers)
+        ]
+        self.params = [*self.weights, *self.biases]
+        self.grads = [torch.zeros_like(p) for p in self.params]
+        self.exp_avgs = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params]
+        self.step_count = 0
+
+    # ---- shapes -------------------------------------------------------------------------------
+
+    @property
+    def n_members(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.sizes) - 1
+
+    @property
+    def num_classes(self) -> int:
+        return self.sizes[-1]
+
+    # ---- forward --------------------------------------------------------------------------------
+
+    def _linear(self, l: int, h: torch.Tensor) -> torch.Tensor:
+        """Layer l on h: (M, B, in) per-member inputs, or (B, in) shared by all members."""
+        w, b = self.weights[l], self.biases[l]  # (M, out, in), (M, out)
+        m, d_out, d_in = w.shape
+        if h.dim() == 2:  # shared input: one (B, in) @ (in, M*out) matmul
+            z = torch.addmm(b.reshape(1, m * d_out), h, w.reshape(m * d_out, d_in).t())
+            return z.view(-1, m, d_out).transpose(0, 1)  # (M, B, out)
+        return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))  # (M, B, out)
+
+    def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[x, h_1, ..., h_{L-1}, logits]: inputs, post-ReLU hidden activations, logits."""
+        acts = [x]
+        h = x
+        for l in range(self.n_layers):
+            h = self._linear(l, h)
+            if l < self.n_layers - 1:
+                h = h.relu_()
+            acts.append(h)
+        return acts
+
+    def _prepare_x(self, x: torch.Tensor, per_member: bool) -> torch.Tensor:
+        if per_member:  # (M, N, *input_shape): member m sees x[m]
+            if x.shape[0] != self.n_members:
+                raise ValueError(f"per-member inputs need {self.n_members} rows, got {x.shape[0]}")
+            return x.reshape(x.shape[0], x.shape[1], -1).to(self.dtype)
+        return x.reshape(x.shape[0], -1).to(self.dtype)  # (N, *input_shape) shared
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, per_member: bool = False) -> torch.Tensor:
+        """Logits (M, N, K) of every member for x (N, *input_shape) shared by all members, or
+        for x (M, N, *input_shape) with ``per_member=True``."""
+        return self._forward(self._prepare_x(x, per_member))[-1]
+
+    @torch.no_grad()
+    def features(
+        self, x: torch.Tensor, chunk_size: int | None = None, per_member: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Penultimate features (M, N, sizes[-2]) and logits (M, N, K) of every member for x.
+
+        x is (N, *input_shape) shared by all members (or (M, N, *input_shape) with
+        ``per_member=True``); ``chunk_size`` bounds the examples per forward pass (the outputs
+        are the same up to matmul rounding)."""
+        x = self._prepare_x(x, per_member)
+        n = x.shape[-2]
+        feats = torch.empty(self.n_members, n, self.sizes[-2], dtype=self.dtype)
+        logits = torch.empty(self.n_members, n, self.sizes[-1], dtype=self.dtype)
+        step = n if chunk_size is None else max(1, int(chunk_size))
+        for i in range(0, n, step):
+            acts = self._forward(x[..., i : i + step, :])
+            feats[:, i : i + step] = acts[-2]
+            logits[:, i : i + step] = acts[-1]
+        return feats, logits
+
+    @torch.no_grad()
+    def evaluate(
+        self, x: torch.Tensor, y: torch.Tensor, chunk_size: int | None = 4096
+    ) -> dict[str, torch.Tensor]:
+        """Per-member ``loss`` (the training loss) and ``accuracy`` (M,) on (x, y)."""
+        _, logits = self.features(x, chunk_size)
+        y = y.to(torch.long)
+        acc = (logits.argmax(-1) == y).to(torch.float64).mean(-1)
+        return {"loss": self._loss_values(logits, y), "accuracy": acc}
+
+    def _loss_values(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.loss == "mse_sum":
+            return (logits - _one_hot(y, self.num_classes, logits.dtype)).pow(2).sum(-1).mean(-1)
+        logp = logits.log_softmax(-1)
+        return -logp.gather(-1, y.expand(logits.shape[0], -1).unsqueeze(-1)).squeeze(-1).mean(-1)
+
+    # ---- one training step ---------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self) -> torch.Tensor:
+        """One AdamW step of every member on its next batch; returns the batch losses (M,)
+        (before the update)."""
+        if self.sampler is None:
+            x, target = self.x_train, self.target_train  # (n, d0) shared, (n, K)
+        else:
+            idx = self.sampler.next().reshape(-1)  # (M*B,)
+            mb = (self.n_members, self.batch_size)
+            x = self.x_train.index_select(0, idx).view(*mb, -1)  # (M, B, d0)
+            target = self.target_train.index_select(0, idx).view(*mb, -1)  # (M, B, K)
+        acts = self._forward(x)
+        logits = acts[-1]  # (M, B, K)
+        batch = logits.shape[-2]
+
+        # dLoss/dlogits and the loss value
+        if self.loss == "mse_sum":
+            diff = logits - target
+            losses = diff.pow(2).sum(-1).mean(-1)
+            g = diff.mul_(2.0 / batch)
+        else:
+            logp = logits.log_softmax(-1)
+            losses = -(logp * target).sum(-1).mean(-1)
+            g = logp.exp_().sub_(target).div_(batch)
+
+        # Backward, layer by layer: g is dLoss/d(pre-activation output of layer l), (M, B, out)
+        n_layers = self.n_layers
+        for l in reversed(range(n_layers)):
+            h = acts[l]  # input of layer l
+            gw, gb = self.grads[l], self.grads[n_layers + l]
+            torch.sum(g, dim=-2, out=gb)
+            if h.dim() == 2:  # shared input: one (M*out, B) @ (B, in) matmul
+                m, d_out, d_in = gw.shape
+                g_t = g.transpose(1, 2).reshape(m * d_out, -1)
+                torch.mm(g_t, h, out=gw.view(m * d_out, d_in))
+            else:
+                torch.bmm(g.transpose(1, 2), h, out=gw)
+            if l > 0:
+                g = torch.bmm(g, self.weights[l])  # (M, B, in)
+                g = torch.ops.aten.threshold_backward(g, h, 0)  # ReLU'
+        self.step_count += 1
+        adamw_step_(
+            self.params,
+            self.grads,
+            self.exp_avgs,
+            self.exp_avg_sqs,
+            self.step_count,
+            self.lrs,
+            self.weight_decays,
+            betas=self.betas,
+            eps=self.eps,
+            impl=self.adamw,
+        )
+        return losses
+
+    # ---- members as plain modules -----------------------------------------------------------
+
+    def member_state_dict(self, m: int) -> dict[str, torch.Tensor]:
+        """Member m's parameters under :func:`build_mlp`'s keys ("0.weight", "0.bias", ...)."""
+        out = {}
+        for l in range(self.n_layers):
+            out[f"{2 * l}.weight"] = self.weights[l][m].clone()
+            out[f"{2 * l}.bias"] = self.biases[l][m].clone()
+        return out
+
+    def member_module(self, m: int) -> nn.Sequential:
+        """Member m as an ``nn.Sequential`` (a copy)."""
+        net = build_mlp(self.sizes, seed=0, dtype=self.dtype)
+        net.load_state_dict(self.member_state_dict(m))
+        return net
+
+    # ---- checkpointing ----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything needed to resume exactly, as contiguous tensors only (safetensors- and
+        ``torch.load(weights_only=True)``-friendly): parameters, Adam moments, the step, each
+        member's generator state and permutation, the position in it, and the hyperparameters
+        (checked on load)."""
+        state: dict[str, torch.Tensor] = {}
+        for l in range(self.n_layers):
+            for kind, stack in (("weight", self.weights[l]), ("bias", self.biases[l])):
+                i = l if kind == "weight" else self.n_layers + l
+                state[f"{kind}.{l}"] = stack.clone()
+                state[f"exp_avg.{kind}.{l}"] = self.exp_avgs[i].clone()
+                state[f"exp_avg_sq.{kind}.{l}"] = self.exp_avg_sqs[i].clone()
+        state["step"] = torch.tensor(self.step_count, dtype=torch.long)
+        state["seeds"] = torch.tensor(self.seeds, dtype=torch.long)
+        state["weight_decays"] = torch.tensor(self.weight_decays, dtype=torch.float64)
+        state["lrs"] = torch.tensor(self.lrs, dtype=torch.float64)
+        if self.sampler is not None:
+            state.update(self.sampler.state_dict())
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore a :meth:`state_dict` into an ensemble built with the same configuration."""
+        expected = set(self.state_dict())
+        missing, extra = expected - set(state), set(state) - expected
+        if missing or extra:
+            raise CheckpointError(
+                f"ensemble checkpoint keys differ: missing {sorted(missing)}, "
+                f"unexpected {sorted(extra)}"
+            )
+        for key, mine in (
+            ("seeds", self.seeds),
+            ("weight_decays", self.weight_decays),
+            ("lrs", self.lrs),
+        ):
+            if state[key].tolist() != mine:
+                raise CheckpointError(f"checkpoint {key} {state[key].tolist()} != {mine}")
+        for l in range(self.n_layers):
+            for kind in ("weight", "bias"):
+                i = l if kind == "weight" else self.n_layers + l
+                for prefix, stack in (
+                    ("", self.params[i]),
+                    ("exp_avg.", self.exp_avgs[i]),
+                    ("exp_avg_sq.", self.exp_avg_sqs[i]),
+                ):
+                    src = state[f"{prefix}{kind}.{l}"]
+                    if src.shape != stack.shape:
+                        raise CheckpointError(
+                            f"{prefix}{kind}.{l}: shape {tuple(src.shape)} != {tuple(stack.shape)}"
+                        )
+                    stack.copy_(src)
+        self.step_count = int(state["step"])
+        if self.sampler is not None:
+            self.sampler.load_state_dict(state)
+
+
+def _per_member(field: str, value: float | Sequence[float], m: int) -> list[float]:
+    if isinstance(value, (int, float)):
+        return [float(value)] * m
+    values = [float(v) for v in value]
+    if len(values) != m:
+        raise ConfigError(field, f"needs one value per member ({m}), got {len(values)}")
+    return values
+
+
+def _check_callback_steps(callback_steps: Sequence[int]) -> list[int]:
+    steps = [int(s) for s in callback_steps]
+    if any(b <= a for a, b in zip(steps, steps[1:])) or any(s < 0 for s in steps):
+        raise ConfigError("callback_steps", "must be strictly increasing non-negative integers")
+    return steps
+
+
+def train_ensemble(
+    ensemble: MLPEnsemble,
+    steps: int,
+    *,
+    callback: Callable[[MLPEnsemble], object] | None = None,
+    callback_steps: Sequence[int] = (),
+) -> MLPEnsemble:
+    """Step ``ensemble`` until ``ensemble.step_count == steps`` (an absolute step count, so a
+    resumed ensemble continues where it stopped).
+
+    ``callback(ensemble)`` runs whenever ``step_count`` reaches a value in ``callback_steps``
+    (sorted): after the update that reaches it, or before training for a listed 0 (and, on
+    resume, for the listed step the ensemble was saved at only if it is 0 -- a checkpoint is
+    taken after that step's callback). A callback returning True stops training early.
+    """
+    targets = _check_callback_steps(callback_steps)
+    pending = [s for s in targets if s > ensemble.step_count or s == ensemble.step_count == 0]
+    i = 0
+    if callback is not None and pending and pending[0] == ensemble.step_count:
+        i = 1
+        if callback(ensemble) is True:
+            return ensemble
+    while ensemble.step_count < steps:
+        ensemble.step()
+        while i < len(pending) and pending[i] < ensemble.step_count:
+            i += 1
+        if i < len(pending) and pending[i] == ensemble.step_count:
+            i += 1
+            if callback is not None and callback(ensemble) is True:
+                break
+    return ensemble
+
+
+# --------------------------------------------------------------------------------------------
+# The sequential reference
+
+
+def train_mlp_reference(
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    *,
+    sizes: Sequence[int],
+    seed: int,
+    steps: int,
+    weight_decay: float = 0.0,
+    lr: float = 1e-3,
+    init_scale: float = 1.0,
+    loss: str = "mse_sum",
+    batch_size: int | None = None,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    dtype: torch.dtype = torch.float32,
+    adamw: str = "fused",
+    callback: Callable[[nn.Module, int], object] | None = None,
+    callback_steps: Sequence[int] = (),
+) -> nn.Sequential:
+    """One member, the plain way: ``build_mlp`` + ``torch.optim.AdamW`` (``fused=True`` for
+    ``adamw="fused"``, else the default single-tensor path) + autograd, with the same batch
+    protocol as :class:`MLPEnsemble`. ``callback(model, step)`` runs at ``callback_steps``."""
+    if adamw not in ADAMW_IMPLS:
+        raise ConfigError("adamw", f"unknown {adamw!r}; choose from {list(ADAMW_IMPLS)}")
+    model = build_mlp(sizes, seed=seed, init_scale=init_scale, dtype=dtype)
+    n = int(y_train.shape[0])
+    x_all = x_train.reshape(n, -1).to(dtype)
+    y_all = y_train.to(torch.long)
+    fused = adamw == "fused"
+    opt = torch.optim.AdamW(
+        model.parameters(),
+        lr=lr,
+        betas=betas,
+        eps=eps,
+        weight_decay=weight_decay,
+        fused=fused,
+        foreach=False if not fused else None,
+    )
+    full = batch_size is None or batch_size == n
+    sampler = None if full else BatchSampler(n, int(batch_size), [seed])
+    targets = set(_check_callback_steps(callback_steps))
+    if callback is not None and 0 in targets:
+        callback(model, 0)
+    for step in range(1, steps + 1):
+        if sampler is None:
+            xb, yb = x_all, y_all
+        else:
+            idx = sampler.next()[0]
+            xb, yb = x_all[idx], y_all[idx]
+        opt.zero_grad(set_to_none=True)
+        reference_loss(model(xb), yb, loss).backward()
+        opt.step()
+        if callback is not None and step in targets:
+            callback(model, step)
+    return model
+
+
+def count_params(sizes: Sequence[int]) -> int:
+    """Parameters (weights and biases) of an MLP with layer widths ``sizes``."""
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def matmul_flops_per_step(sizes: Sequence[int], batch: int) -> float:
+    """Matmul FLOPs one member's training step actually executes: forward 2*B*W, weight
+    gradients 2*B*W, input gradients 2*B*(W - W_1) -- the first layer's input gradient is never
+    computed (W = all weights, W_1 = the first layer's). The rule of thumb 6 * B * params
+    overcounts by that last term (and the biases)."""
+    w = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
+    return 2.0 * batch * (3 * sum(w) - w[0])

@@ -1,0 +1,469 @@
+"""Phase diagram of token-selection attention over (||mu||, d): executor, regimes, boundary fit.
+
+:func:`run_grid` trains the model of :mod:`genlab.models.token_attention` on every cell of a
+``||mu|| x d`` grid (default 39 x 39 = 1,521 cells: ||mu|| in {5, 7.5, ..., 100}, d in
+{250, 375, ..., 5000}; n = 20, T = 8, rho = 0.1, eta = 0.2, lr 5e-3, 1000 steps) and returns
+the final metrics of each cell as a :class:`GridResult` (arrays indexed ``[i_mu, j_d]``).
+
+How a cell is computed. Cells are grouped by ``d``; a group (or a chunk of it) is one task.
+Within a task all cells share the seed, hence (see :mod:`genlab.data.tokens`) the same
+Gaussian noise ``Xi`` (d, m), m = n T, the same labels and the same ``W_0`` (d, d); only the
+signal differs, and it lives on coordinates 0 and 1: ``U = Xi + E S``, with ``E = [e_1 e_2]``
+and ``S = ||mu|| C`` (2, m). So the operators of the exact m-dimensional GD
+(:func:`~genlab.models.token_attention.gram_descent`) follow from group-level products:
+
+* ``G = U^T U = Xi^T Xi + Xi_2^T S + S^T Xi_2 + S^T S`` (``Xi_2`` = rows 0, 1 of ``Xi``),
+* ``A = W_0^T U = W_0^T Xi + R S`` with ``R = W_0^T E`` (d, 2), and ``P = A^T A`` expanded the
+  same way, ``K = W_0 A = W_0 W_0^T Xi + (W_0 R) S``.
+
+A task therefore costs one ``W_0`` draw and two (d x d)(d x m) products, ``O(d^2 m)``, plus
+``O(m^2)`` per cell for its operators; then ``steps`` batched GD steps of ``O(m^2)`` per cell
+(independent of d); then the test evaluation, ``O(N T d)`` per cell via ``q = W p``. ``W`` is
+never materialised. Per-cell results equal those of
+``train_token_attention(make_token_data(...))`` up to float rounding.
+
+Executors: ``"local"`` runs the tasks in this process one after another, ``"process"`` in a
+``concurrent.futures.ProcessPoolExecutor`` (spawned workers), ``"ray"`` as Ray tasks. Every task
+runs with ``threads`` (default 1) intra-op threads whatever the executor, so results do not
+depend on the executor (bit for bit on the same machine).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+
+from genlab.data.tokens import draw_token_noise, signal_coefficients
+from genlab.errors import ConfigError, GenlabError
+from genlab.models.token_attention import (
+    class_attention,
+    gram_descent,
+    init_w0,
+    num_threads,
+    readout,
+)
+
+#: The paper's grid: ||mu|| in {5, 7.5, ..., 100} and d in {250, 375, ..., 5000} (39 each).
+MU_VALUES: tuple[float, ...] = tuple(5.0 + 2.5 * k for k in range(39))
+D_VALUES: tuple[int, ...] = tuple(250 + 125 * k for k in range(39))
+
+#: Regime codes returned by :func:`classify_regimes`.
+REGIMES = ("not_overfitting", "benign", "harmful")
+NOT_OVERFITTING, BENIGN, HARMFUL = 0, 1, 2
+
+#: Per-cell metrics of a grid run, in the order of :attr:`GridResult.metrics`.
+METRICS = (
+    "train_loss",
+    "test_loss",
+    "train_acc",
+    "clean_train_acc",
+    "noisy_train_acc",
+    "test_acc",
+    "attn_relevant_test",
+    "attn_relevant_clean",
+    "attn_relevant_noisy",
+)
+
+Executor = Literal["local", "process", "ray"]
+
+
+class RayUnavailable(GenlabError, ImportError):
+    """``executor="ray"`` without Ray installed."""
+
+
+# --------------------------------------------------------------------------------------------
+# One task: a chunk of cells sharing d
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GridTask:
+    """Cells ``(mu, d)`` for ``mu in mus`` sharing ``d`` and every other setting (picklable)."""
+
+    d: int
+    mus: tuple[float, ...]
+    n: int = 20
+    n_test: int = 1000
+    T: int = 8
+    rho: float = 0.1
+    eta: float = 0.2
+    sigma: float = 1.0
+    seed: int = 0
+    steps: int = 1000
+    lr: float = 5e-3
+    w_init: str = "kaiming"
+    train_w: bool = True
+    dtype: str = "float32"
+    threads: int | None = 1
+
+
+def run_task(task: GridTask) -> dict[str, np.ndarray]:
+    """Train the cells of ``task`` and return their final metrics, each (len(task.mus),)."""
+    with num_threads(task.threads):
+        return _run_task(task)
+
+
+def _run_task(task: GridTask) -> dict[str, np.ndarray]:
+    dtype = getattr(torch, task.dtype)
+    n, T, d, N = task.n, task.T, task.d, task.n_test
+    m = n * T
+    noise = draw_token_noise(n, N, T, d, task.eta, task.sigma, task.seed, dtype)
+    mu = torch.tensor(task.mus, dtype=dtype)  # (B,)
+    B = mu.shape[0]
+
+    Xi = noise.xi_train.reshape(m, d).T  # (d, m), column i T + t = token t of sample i
+    Xi2 = Xi[:2]  # (2, m)
+    coef = signal_coefficients(noise.clean_y_train, T, task.rho).reshape(m, 2).T.to(dtype)
+    S = mu.view(B, 1, 1) * coef  # (B, 2, m): signal of every training token on e_1, e_2
+    St = S.transpose(1, 2)  # (B, m, 2)
+
+    cross = torch.einsum("km,bkl->bml", Xi2, S)  # (B, m, m) = Xi_2^T S
+    G = (Xi.T @ Xi) + cross + cross.transpose(1, 2) + St @ S  # (B, m, m) = U^T U
+    if task.w_init == "kaiming":
+        w0 = init_w0(d, task.seed, dtype)  # (d, d)
+        AXi = w0.T @ Xi  # (d, m) = W0^T Xi
+        KXi = w0 @ AXi  # (d, m) = W0 W0^T Xi
+        R = w0[:2].T.contiguous()  # (d, 2) = W0^T E
+        H = w0 @ R  # (d, 2) = W0 W0^T E
+        del w0
+        q1 = (AXi.T @ R) @ S  # (B, m, m) = AXi^T R S
+        P = (AXi.T @ AXi) + q1 + q1.transpose(1, 2) + St @ (R.T @ R) @ S  # (B, m, m)
+    elif task.w_init == "identity":
+        KXi, H = Xi, torch.eye(d, 2, dtype=dtype)
+        P = G
+    else:
+        raise ConfigError("w_init", f"must be 'kaiming' or 'identity', got {task.w_init!r}")
+
+    U2 = Xi2.unsqueeze(0) + S  # (B, 2, m): coordinates 0, 1 of the training tokens
+    v = ((U2[:, 0] - U2[:, 1]) / (math.sqrt(2.0) * mu.view(B, 1))).view(B, n, T)  # X nu
+    y = noise.y_train.to(dtype).expand(B, n)
+    final = gram_descent(P, G, v, y, steps=task.steps, lr=task.lr, train_w=task.train_w)
+
+    # q = K c - U r = KXi c + H S c - Xi r - E S r                                   (B, d)
+    c, r = final.c, final.r
+    Sc = torch.einsum("bkm,bm->bk", S, c)
+    Sr = torch.einsum("bkm,bm->bk", S, r)
+    q = c @ KXi.T + Sc @ H.T - r @ Xi.T
+    q[:, :2] -= Sr
+
+    # Test set: X_test = Xi_test + signal on coordinates 0, 1 (the same draw as make_token_data).
+    xit = noise.xi_test.reshape(N * T, d)
+    coef_t = signal_coefficients(noise.y_test, T, task.rho).to(dtype)  # (N, T, 2)
+    s_t = (xit @ q.T).T.reshape(B, N, T) + mu.view(B, 1, 1) * (coef_t @ q[:, :2].T).permute(2, 0, 1)
+    dv = (xit[:, 0] - xit[:, 1]).reshape(N, T)
+    v_t = (dv + mu.view(B, 1, 1) * (coef_t[..., 0] - coef_t[..., 1])) / (
+        math.sqrt(2.0) * mu.view(B, 1, 1)
+    )
+    y_t = noise.y_test.to(dtype).expand(B, N)
+    a_t, f_t, loss_t = readout(s_t, v_t, y_t)
+
+    clean = ~noise.noisy_mask.expand(B, n)
+    correct = (y * final.f > 0).to(dtype)
+
+    def masked(x, mask):
+        w = mask.to(dtype)
+        return (x * w).sum(-1) / w.sum(-1)
+
+    out = {
+        "train_loss": final.loss.mean(-1),
+        "test_loss": loss_t.mean(-1),
+        "train_acc": correct.mean(-1),
+        "clean_train_acc": masked(correct, clean),
+        "noisy_train_acc": masked(correct, ~clean),
+        "test_acc": (y_t * f_t > 0).to(dtype).mean(-1),
+        "attn_relevant_test": class_attention(a_t)[:, 0],
+        "attn_relevant_clean": class_attention(final.a, clean)[:, 0],
+        "attn_relevant_noisy": class_attention(final.a, ~clean)[:, 0],
+    }
+    return {k: val.detach().to(torch.float64).numpy() for k, val in out.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Grid executor
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GridResult:
+    """Final per-cell metrics of a grid run: ``metrics[name]`` is (len(mu_values), len(d_values)),
+    indexed ``[i_mu, j_d]`` (names in :data:`METRICS`). ``config`` records the settings."""
+
+    mu_values: np.ndarray
+    d_values: np.ndarray
+    metrics: dict[str, np.ndarray]
+    config: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        metrics = self.__dict__.get("metrics", {})
+        if name in metrics:
+            return metrics[name]
+        raise AttributeError(name)
+
+    @property
+    def n_snr2(self) -> np.ndarray:
+        """(len(mu), len(d)) ``n SNR^2 = n ||mu||^2 / (sigma^2 d)``."""
+        n, sigma = self.config["n"], self.config["sigma"]
+        return n * self.mu_values[:, None] ** 2 / (sigma**2 * self.d_values[None, :])
+
+    def regimes(self, **kwargs) -> np.ndarray:
+        """Regime codes (:data:`REGIMES`) of every cell; keywords as :func:`classify_regimes`."""
+        mu = np.broadcast_to(self.mu_values[:, None], self.test_loss.shape)
+        return classify_regimes(
+            self.noisy_train_acc,
+            self.test_loss,
+            mu,
+            T=self.config["T"],
+            sigma=self.config["sigma"],
+            **kwargs,
+        )
+
+    def boundary(self, **kwargs) -> BoundaryFit:
+        """Fit ``n SNR^2 = C`` between benign and not-overfitting cells (:func:`fit_snr_boundary`)."""
+        return fit_snr_boundary(self.n_snr2, self.regimes(**kwargs))
+
+    def to_dict(self) -> dict:
+        """JSON-ready nested lists."""
+        return {
+            "mu_values": self.mu_values.tolist(),
+            "d_values": self.d_values.tolist(),
+            "metrics": {k: v.tolist() for k, v in self.metrics.items()},
+            "config": dict(self.config),
+            "wall_s": self.wall_s,
+        }
+
+
+def make_tasks(
+    mu_values: Sequence[float],
+    d_values: Sequence[int],
+    *,
+    max_cells_per_task: int | None = None,
+    memory_budget_bytes: float = 1e9,
+    **settings,
+) -> list[GridTask]:
+    """Split the grid into :class:`GridTask` s: one per d (largest d first, for load balance),
+    each cut into chunks of at most ``max_cells_per_task`` cells and so that the per-task state
+    (three (B, m, m) matrices per cell, plus the d x d ``W_0`` and the test noise) stays under
+    ``memory_budget_bytes``."""
+    n, T = settings.get("n", 20), settings.get("T", 8)
+    itemsize = torch.empty(0, dtype=getattr(torch, settings.get("dtype", "float32"))).element_size()
+    per_cell = 4 * (n * T) ** 2 * itemsize
+    tasks = []
+    for d in sorted({int(x) for x in d_values}, reverse=True):
+        fixed = (d * d + settings.get("n_test", 1000) * T * d + 4 * d * n * T) * itemsize
+        cap = max(1, int((memory_budget_bytes - fixed) // per_cell))
+        if max_cells_per_task:
+            cap = min(cap, int(max_cells_per_task))
+        mus = [float(x) for x in mu_values]
+        for k in range(0, len(mus), cap):
+            tasks.append(GridTask(d=d, mus=tuple(mus[k : k + cap]), **settings))
+    return tasks
+
+
+def _init_worker(threads: int | None) -> None:
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def _execute(tasks, executor, workers, ray_address, threads, on_done):
+    if executor == "local":
+        for task in tasks:
+            on_done(task, run_task(task))
+    elif executor == "process":
+        import multiprocessing as mp
+
+        n_workers = workers or os.cpu_count() or 1
+        with ProcessPoolExecutor(
+            max_workers=min(n_workers, len(tasks)),
+            mp_context=mp.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(threads,),
+        ) as pool:
+            futures = {pool.submit(run_task, task): task for task in tasks}
+            for fut in as_completed(futures):
+                on_done(futures[fut], fut.result())
+    elif executor == "ray":
+        try:
+            import ray
+        except ImportError as err:
+            raise RayUnavailable(
+                "executor='ray' needs Ray, which is not installed: pip install ray "
+                "(or pip install 'genlab[ray]')"
+            ) from err
+        if not ray.is_initialized():
+            if ray_address:
+                ray.init(address=ray_address)
+            else:
+                ray.init(num_cpus=workers) if workers else ray.init()
+        remote = ray.remote(num_cpus=1)(run_task)
+        pending = {remote.remote(task): task for task in tasks}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                on_done(pending.pop(ref), ray.get(ref))
+    else:
+        raise ConfigError("executor", f"must be 'local', 'process' or 'ray', got {executor!r}")
+
+
+def run_grid(
+    mu_values: Sequence[float] = MU_VALUES,
+    d_values: Sequence[int] = D_VALUES,
+    *,
+    steps: int = 1000,
+    lr: float = 5e-3,
+    n: int = 20,
+    eta: float = 0.2,
+    seed: int = 0,
+    n_test: int = 1000,
+    T: int = 8,
+    rho: float = 0.1,
+    sigma: float = 1.0,
+    w_init: str = "kaiming",
+    train_w: bool = True,
+    dtype: torch.dtype = torch.float32,
+    executor: Executor = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
+    threads: int | None = 1,
+    max_cells_per_task: int | None = None,
+    memory_budget_bytes: float = 1e9,
+    progress: Callable[[int, int], None] | None = None,
+) -> GridResult:
+    """Train every ``(||mu||, d)`` cell and collect its final metrics (:data:`METRICS`).
+
+    ``executor``: ``"local"`` (this process, tasks one after another), ``"process"``
+    (``ProcessPoolExecutor`` with ``workers`` processes, default ``os.cpu_count()``) or
+    ``"ray"`` (``ray.init(address=ray_address)`` when given, else a local ``ray.init()``; Ray
+    must be installed). Each task runs with ``threads`` intra-op threads (default 1 - the
+    parallelism is across tasks). ``progress(done_cells, total_cells)`` is called after each
+    task. All cells share ``seed`` (data noise and ``W_0`` depend on ``(seed, d)`` only).
+    """
+    if executor not in ("local", "process", "ray"):
+        raise ConfigError("executor", f"must be 'local', 'process' or 'ray', got {executor!r}")
+    mu_arr = np.asarray([float(x) for x in mu_values])
+    d_arr = np.asarray([int(x) for x in d_values])
+    settings = dict(
+        n=n, n_test=n_test, T=T, rho=rho, eta=eta, sigma=sigma, seed=seed, steps=steps, lr=lr,
+        w_init=w_init, train_w=train_w, dtype=str(dtype).removeprefix("torch."), threads=threads,
+    )  # fmt: skip
+    tasks = make_tasks(
+        mu_arr, d_arr, max_cells_per_task=max_cells_per_task,
+        memory_budget_bytes=memory_budget_bytes, **settings,
+    )  # fmt: skip
+    metrics = {k: np.full((len(mu_arr), len(d_arr)), np.nan) for k in METRICS}
+    mu_index = {float(mu): i for i, mu in enumerate(mu_arr)}
+    total = len(mu_arr) * len(d_arr)
+    done = 0
+
+    def on_done(task: GridTask, out: dict[str, np.ndarray]) -> None:
+        nonlocal done
+        cols = np.nonzero(d_arr == task.d)[0]
+        rows = [mu_index[mu] for mu in task.mus]
+        for k in METRICS:
+            for j in cols:
+                metrics[k][rows, j] = out[k]
+        done += len(rows) * len(cols)
+        if progress is not None:
+            progress(done, total)
+
+    start = time.perf_counter()
+    _execute(tasks, executor, workers, ray_address, threads, on_done)
+    config = dict(settings, executor=executor, n_tasks=len(tasks))
+    return GridResult(mu_arr, d_arr, metrics, config, time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------------------------
+# Regimes and the n SNR^2 = C boundary
+# --------------------------------------------------------------------------------------------
+
+
+def _expect_softplus_neg(mean: np.ndarray, std: np.ndarray, points: int = 64) -> np.ndarray:
+    """``E softplus(-(mean + std Z))``, Z ~ N(0, 1), by Gauss-Hermite quadrature."""
+    z, w = np.polynomial.hermite_e.hermegauss(points)
+    w = w / w.sum()
+    vals = np.logaddexp(0.0, -(np.asarray(mean)[..., None] + np.asarray(std)[..., None] * z))
+    return (vals * w).sum(-1)
+
+
+def reference_losses(
+    mu_norm: float | np.ndarray, T: int = 8, sigma: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Expected clean test loss with all attention on the relevant token (``L_opt``, the
+    clean-signal optimum: ``y f = 1/sqrt(2) + (sigma/||mu||) Z``) and with uniform attention
+    (``L_unif``: ``y f = 1/(sqrt(2) T) + sigma Z / (||mu|| sqrt(T))``; the rho tokens cancel)."""
+    mu = np.asarray(mu_norm, dtype=np.float64)
+    s = sigma / mu
+    opt = _expect_softplus_neg(np.full_like(mu, 1 / math.sqrt(2)), s)
+    unif = _expect_softplus_neg(np.full_like(mu, 1 / (math.sqrt(2) * T)), s / math.sqrt(T))
+    return opt, unif
+
+
+def classify_regimes(
+    noisy_train_acc: np.ndarray,
+    test_loss: np.ndarray,
+    mu_norm: np.ndarray,
+    *,
+    T: int = 8,
+    sigma: float = 1.0,
+    fit_threshold: float = 0.5,
+    benign_gap: float = 0.5,
+) -> np.ndarray:
+    """Regime code (:data:`REGIMES`) per cell; arrays of one shape.
+
+    * not overfitting: ``noisy_train_acc < fit_threshold`` (the flipped samples are not
+      memorised; default: fewer than half of them are classified as their flipped label);
+    * otherwise overfitting, split by the normalised test loss
+      ``g = (test_loss - L_opt) / (L_unif - L_opt)`` (:func:`reference_losses`; 0 = the
+      clean-signal optimum, 1 = uniform attention): benign if ``g <= benign_gap``, harmful if
+      above.
+    """
+    opt, unif = reference_losses(mu_norm, T, sigma)
+    gap = (np.asarray(test_loss) - opt) / (unif - opt)
+    fitted = np.asarray(noisy_train_acc) >= fit_threshold
+    out = np.where(gap <= benign_gap, BENIGN, HARMFUL)
+    return np.where(fitted, out, NOT_OVERFITTING).astype(np.int8)
+
+
+@dataclass
+class BoundaryFit:
+    """``n SNR^2 = C`` separating benign (below) from not-overfitting (above) cells."""
+
+    C: float
+    errors: int
+    n_cells: int
+
+    @property
+    def accuracy(self) -> float:
+        return 1.0 - self.errors / self.n_cells if self.n_cells else float("nan")
+
+    def snr_at(self, n: int) -> float:
+        """The SNR on the boundary for ``n`` samples: ``sqrt(C / n)``."""
+        return math.sqrt(self.C / n)
+
+
+def fit_snr_boundary(n_snr2: np.ndarray, regimes: np.ndarray) -> BoundaryFit:
+    """1-D search for ``C`` minimising the misclassified cells of the rule "benign iff
+    ``n SNR^2 < C``, not overfitting iff ``>= C``" over the benign and not-overfitting cells
+    (harmful ones are ignored). Candidates are the geometric midpoints between consecutive
+    distinct values (and beyond both ends); among the optimal ones the median is returned."""
+    x = np.asarray(n_snr2, dtype=np.float64).ravel()
+    lab = np.asarray(regimes).ravel()
+    keep = (lab == BENIGN) | (lab == NOT_OVERFITTING)
+    x, benign = x[keep], lab[keep] == BENIGN
+    if x.size == 0:
+        return BoundaryFit(float("nan"), 0, 0)
+    u = np.unique(x)
+    cands = np.concatenate([[u[0] / 2], np.sqrt(u[:-1] * u[1:]), [u[-1] * 2]])
+    # errors(C) = benign cells with x >= C + not-overfitting cells with x < C
+    errs = np.array([int(np.sum(benign & (x >= c)) + np.sum(~benign & (x < c))) for c in cands])
+    best = np.flatnonzero(errs == errs.min())
+    c = float(cands[best[len(best) // 2]])
+    return BoundaryFit(C=c, errors=int(errs.min()), n_cells=int(x.size))

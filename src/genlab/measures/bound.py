@@ -1,0 +1,164 @@
+"""The neural-collapse bound on the test error of a linear classifier on features.
+
+Sakamoto & Sato, "Explaining Grokking and Information Bottleneck through Neural Collapse
+Emergence" (arXiv 2509.20829), Theorem 3.2. For a classifier argmax_k (w_k . h + b_k) on
+features h with class priors p(c):
+
+    P[error] <= sum_c p(c) sum_{k != c} (1 + m_ck^2 / s_ck^2)^-1
+
+with, on features rescaled by their largest norm, h~ = h / S, S = max_i ||h_i||:
+
+    u_ck  = (w_c - w_k) / ||w_c - w_k||                   unit direction separating c from k
+    m_ck  = u_ck . E[h~ | c] + (b_c - b_k) / (S ||w_c - w_k||)   margin of class c's mean
+    s_ck^2 = Var[u_ck . h~ | c]                            class-c variance along u_ck
+
+and the term taken as 1 when m_ck <= 0 (i.e. m_ck is replaced by max(0, m_ck)).
+
+Why it holds: sample x of class c is sent to k only if (w_c - w_k) . h + b_c - b_k <= 0, i.e.
+u_ck . h~ + beta_ck <= 0 with beta_ck the rescaled bias offset. That variable has mean m_ck and
+variance s_ck^2, so Cantelli's one-sided inequality gives P <= s^2 / (s^2 + m^2) for m > 0,
+and a union over k != c bounds the error of class c.
+
+Units: dividing h by S turns the logits w . h + b into w . (h / S) + b / S, so the bias
+offset is divided by S too. Then m_ck and s_ck scale by the same 1/S and the bound does not
+depend on S at all; the rescaling only sets the units of the reported margins and variances
+(the paper's normalisation, features in the unit ball).
+
+Everything is estimated on the given (test) sample, and since Cantelli's inequality holds
+for any distribution, in particular the empirical one, ``bound >= test_error`` always holds
+for the sample it is computed on (exactly, up to rounding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["GeneralizationBound", "generalization_bound"]
+
+
+@dataclass(frozen=True)
+class GeneralizationBound:
+    """Theorem 3.2 bound and the measured error of the same classifier.
+
+    bound:        sum_c p(c) per_class[c]
+    bound_trace:  the same with the total within-class variance E[||h~ - E[h~|c]||^2 | c]
+                  in place of s_ck^2 (looser, >= bound; the form stated with the population
+                  within-class variance)
+    test_error:   fraction of samples with argmax(W h + b) != y
+    per_class:    (K,) sum_{k != c} of the pairwise terms; nan for classes with no sample
+    pairwise:     (K, K) terms (1 + max(0, m_ck)^2 / s_ck^2)^-1, zero diagonal
+    margins:      (K, K) signed m_ck in rescaled units (before the max with 0)
+    variances:    (K, K) s_ck^2 in rescaled units
+    class_priors: (K,) empirical p(c)
+    scale:        S = max_i ||h_i||
+    """
+
+    bound: float
+    bound_trace: float
+    test_error: float
+    per_class: torch.Tensor
+    pairwise: torch.Tensor
+    margins: torch.Tensor
+    variances: torch.Tensor
+    class_priors: torch.Tensor
+    scale: float
+
+
+def _cantelli(margin: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
+    """(1 + max(0, m)^2 / s^2)^-1 written as s^2 / (s^2 + m^2), 1 for m <= 0.
+
+    The second form has no 0/0 when the class is fully collapsed along u (s = 0, m > 0): the
+    one-sided bound is then exactly 0.
+    """
+    m2 = margin.clamp(min=0.0) ** 2
+    term = variance / (variance + m2)
+    return torch.where(margin > 0, term, torch.ones_like(term))
+
+
+@torch.no_grad()
+def generalization_bound(
+    features_test: torch.Tensor,
+    labels: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> GeneralizationBound:
+    """Theorem 3.2 of Sakamoto & Sato on features (N, d), labels (N,), weight (K, d), bias (K,).
+
+    See the module docstring for the formulas. A pair with w_c = w_k has no direction: its
+    logit difference is the constant b_c - b_k, so its term is 1 if b_c <= b_k else 0 (margin
+    reported as nan).
+    """
+    if features_test.ndim != 2:
+        raise ValueError(f"features must have shape (N, d), got {tuple(features_test.shape)}")
+    n, d = features_test.shape
+    if weight.ndim != 2 or weight.shape[1] != d:
+        raise ValueError(f"weight must have shape (K, {d}), got {tuple(weight.shape)}")
+    k = weight.shape[0]
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+    device = features_test.device
+    f64 = torch.float64
+    h = features_test.detach().to(f64)
+    y = labels.detach().to(device=device, dtype=torch.long)
+    w = weight.detach().to(device=device, dtype=f64)
+    b = torch.zeros(k, dtype=f64, device=device) if bias is None else bias.detach().to(device, f64)
+    if n == 0:
+        raise ValueError("no samples")
+    if int(y.min()) < 0 or int(y.max()) >= k:
+        raise ValueError(f"labels must lie in [0, {k})")
+
+    test_error = float((torch.argmax(h @ w.T + b, dim=1) != y).to(f64).mean())
+
+    scale = float(torch.linalg.vector_norm(h, dim=1).max())
+    h_tilde = h / scale if scale > 0 else h
+    b_tilde = b / scale if scale > 0 else b
+
+    counts = torch.bincount(y, minlength=k)
+    priors = counts.to(f64) / n
+    nan = torch.full((k, k), float("nan"), dtype=f64, device=device)
+    pairwise, pairwise_trace = nan.clone(), nan.clone()
+    margins, variances = nan.clone(), nan.clone()
+
+    for c in torch.nonzero(counts).flatten().tolist():
+        hc = h_tilde[y == c]
+        diff = w[c] - w  # (K, d): row k is w_c - w_k
+        norm = torch.linalg.vector_norm(diff, dim=1)
+        ok = norm > 0
+        u = diff / torch.where(ok, norm, torch.ones_like(norm))[:, None]
+        proj = hc @ u.T  # (n_c, K): u_ck . h~_i
+        mean = proj.mean(0)
+        # Centered before squaring: the variance of a projection with a large mean.
+        var = ((proj - mean) ** 2).mean(0)
+        margin = mean + (b_tilde[c] - b_tilde) / torch.where(ok, norm, torch.ones_like(norm))
+        total_var = ((hc - hc.mean(0)) ** 2).sum(1).mean()
+        term = _cantelli(margin, var)
+        term_trace = _cantelli(margin, total_var.expand_as(var))
+        constant = (b[c] - b <= 0).to(f64)  # w_c == w_k: decided by the biases alone
+        term = torch.where(ok, term, constant)
+        term_trace = torch.where(ok, term_trace, constant)
+        term[c] = 0.0
+        term_trace[c] = 0.0
+        pairwise[c] = term
+        pairwise_trace[c] = term_trace
+        margins[c] = torch.where(ok, margin, torch.full_like(margin, float("nan")))
+        margins[c, c] = float("nan")
+        variances[c] = var
+        variances[c, c] = float("nan")
+
+    per_class = pairwise.sum(1)
+    present = counts > 0
+    bound = float((priors[present] * per_class[present]).sum())
+    bound_trace = float((priors[present] * pairwise_trace[present].sum(1)).sum())
+    return GeneralizationBound(
+        bound=bound,
+        bound_trace=bound_trace,
+        test_error=test_error,
+        per_class=per_class,
+        pairwise=pairwise,
+        margins=margins,
+        variances=variances,
+        class_priors=priors,
+        scale=scale,
+    )

@@ -1,0 +1,119 @@
+"""Normalized HSIC (nHSIC) between two sets of samples, averaged over mini-batches.
+
+The form used for information-plane studies (e.g. Sakamoto & Sato 2025, following the
+layer-wise HSIC literature). On a batch of m samples a_1..a_m, flattened to vectors of
+dimension D:
+
+    Gaussian kernel   K_ij = exp(-||a_i - a_j||^2 / (2 sigma^2 D))
+    centering         K_c = K H,  H = I - 1 1^T / m   (right multiplication only)
+    normalisation     R = K_c (K_c + eps m I)^-1
+    nHSIC(x, z)       = tr(R_x R_z)
+
+Labels use a linear kernel on one-hot vectors, K = Y Y^T, which is *not* centered (as in the
+reference implementation). The sigma^2 D scaling makes the bandwidth independent of the
+input dimension. tr(R_x R_z) grows with m (tr(R_x R_x) is close to the effective rank of K_x),
+so values are comparable only at the same batch size.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["gaussian_kernel", "nhsic", "nhsic_batch"]
+
+
+def gaussian_kernel(a: torch.Tensor, sigma: float = 5.0) -> torch.Tensor:
+    """Uncentered Gaussian Gram matrix (m, m) in float64 of samples a (m, ...) flattened.
+
+    K_ij = exp(-||a_i - a_j||^2 / (2 sigma^2 D)), D = prod(a.shape[1:]).
+    """
+    flat = a.detach().reshape(a.shape[0], -1).to(torch.float64)
+    dim = flat.shape[1]
+    sq = (flat * flat).sum(1)
+    # The ||a||^2 + ||b||^2 - 2 a.b expansion can round slightly below zero; exact zero on the
+    # diagonal keeps K_ii = 1.
+    dist2 = (sq[:, None] + sq[None, :] - 2.0 * flat @ flat.T).clamp(min=0.0)
+    dist2.fill_diagonal_(0.0)
+    return torch.exp(-dist2 / (2.0 * sigma**2 * dim))
+
+
+def _label_gram(z: torch.Tensor, num_classes: int | None) -> torch.Tensor:
+    """Linear kernel Y Y^T of one-hot labels; z holds int labels (m,) or vectors (m, C)."""
+    if z.ndim == 1 and not torch.is_floating_point(z):
+        num = int(z.max()) + 1 if num_classes is None else int(num_classes)
+        onehot = torch.nn.functional.one_hot(z.detach().long(), num).to(torch.float64)
+    else:
+        onehot = z.detach().reshape(z.shape[0], -1).to(torch.float64)
+    return onehot @ onehot.T
+
+
+def _normalized(gram: torch.Tensor, eps: float) -> torch.Tensor:
+    """R = G (G + eps m I)^-1 solved as a linear system (X A = G), never as an inverse."""
+    m = gram.shape[0]
+    eye = torch.eye(m, dtype=gram.dtype, device=gram.device)
+    return torch.linalg.solve(gram + eps * m * eye, gram, left=False)
+
+
+def nhsic_batch(
+    x: torch.Tensor,
+    z: torch.Tensor,
+    sigma: float = 5.0,
+    eps: float = 1e-5,
+    label_kernel: bool = False,
+    num_classes: int | None = None,
+) -> float:
+    """tr(R_x R_z) on one batch: x (m, ...) with a centered Gaussian kernel; z (m, ...) the same,
+    or, with ``label_kernel=True``, int labels (m,) / one-hot rows (m, C) with an uncentered
+    linear kernel. ``num_classes`` only sizes the one-hot vectors; it does not change the value.
+    """
+    m = x.shape[0]
+    if z.shape[0] != m:
+        raise ValueError(f"x and z need the same number of samples, got {m} and {z.shape[0]}")
+    kx = gaussian_kernel(x, sigma)
+    # K H subtracts each row's mean.
+    kx = kx - kx.mean(dim=1, keepdim=True)
+    if label_kernel:
+        kz = _label_gram(z, num_classes).to(kx.device)
+    else:
+        kz = gaussian_kernel(z, sigma).to(kx.device)
+        kz = kz - kz.mean(dim=1, keepdim=True)
+    rx, rz = _normalized(kx, eps), _normalized(kz, eps)
+    # tr(A B) = sum_ij A_ij B_ji without the matrix product.
+    return float((rx * rz.T).sum())
+
+
+def nhsic(
+    x: torch.Tensor,
+    z: torch.Tensor,
+    sigma: float = 5.0,
+    eps: float = 1e-5,
+    label_kernel: bool = False,
+    batch_size: int = 100,
+    num_classes: int | None = None,
+) -> float:
+    """nHSIC averaged over consecutive batches of ``batch_size`` samples.
+
+    Batch j holds samples [j m, (j+1) m); the last chunk is dropped when it has fewer than m
+    samples, because tr(R_x R_z) depends on the batch size and a short batch would bias the
+    average. Shuffle beforehand if the order of the samples is not random. Raises ValueError
+    when there are fewer than ``batch_size`` samples.
+    """
+    n = x.shape[0]
+    if z.shape[0] != n:
+        raise ValueError(f"x and z need the same number of samples, got {n} and {z.shape[0]}")
+    if batch_size < 1 or n < batch_size:
+        raise ValueError(f"need at least batch_size={batch_size} samples, got {n}")
+    if label_kernel and num_classes is None and z.ndim == 1 and not torch.is_floating_point(z):
+        num_classes = int(z.max()) + 1
+    values = [
+        nhsic_batch(
+            x[start : start + batch_size],
+            z[start : start + batch_size],
+            sigma=sigma,
+            eps=eps,
+            label_kernel=label_kernel,
+            num_classes=num_classes,
+        )
+        for start in range(0, n - batch_size + 1, batch_size)
+    ]
+    return sum(values) / len(values)

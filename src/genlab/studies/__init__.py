@@ -1,0 +1,10 @@
+"""Studies by name. ``STUDIES`` is a plain dict: name -> :class:`Study`."""
+
+from __future__ import annotations
+
+from genlab.studies import classify
+from genlab.studies.base import Study
+
+STUDIES: dict[str, Study] = {s.name: s for s in (classify.STUDY,)}
+
+__all__ = ["STUDIES", "Study"]

@@ -1,0 +1,24 @@
+"""What a study is: a typed config, named presets, and run / report / validate functions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from genlab.runs import Run, RunPaths
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    description: str
+    config_cls: type
+    presets: dict[str, Callable[[], Any]]
+    """name -> a function returning that preset's config; ``smoke`` and ``paper`` always exist."""
+    run: Callable[[Any, Run], dict]
+    """Trains and logs into the run folder (resumably); returns the key numbers."""
+    report: Callable[[RunPaths], None]
+    """Rebuilds figures, report.md and report.html from the run folder's files alone."""
+    validate: Callable[[Any], None]
+    """Raises ConfigError naming the field for an invalid config, before any work."""

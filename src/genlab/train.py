@@ -1,0 +1,310 @@
+"""The shared training loop, read top to bottom in ``TrainLoop.run``.
+
+A loop owns a model, an optimizer, a batch sampler and a loss; callbacks (measurements,
+checkpoints, anything a study adds) run after the steps they ask for. Studies add
+measurements by adding callbacks, never by copying the loop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.errors import CheckpointError
+from genlab.runs import Diverged, Run, load_checkpoint, save_checkpoint
+
+# --- losses --------------------------------------------------------------------------------
+
+
+def mse_onehot(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Squared error against one-hot targets, summed over outputs, averaged over the batch."""
+    target = F.one_hot(y, logits.shape[-1]).to(logits.dtype)
+    return (logits - target).pow(2).sum(-1).mean()
+
+
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "ce": F.cross_entropy,
+    "mse": mse_onehot,
+}
+
+
+# --- schedules -----------------------------------------------------------------------------
+
+
+def measurement_steps(
+    total: int, every: int = 0, log_points: int = 0, dense_until: tuple[tuple[int, int], ...] = ()
+) -> list[int]:
+    """Steps at which to measure: 0 and ``total``; every ``every`` steps; ``log_points``
+    log-spaced steps in [1, total]; and ``dense_until`` pairs (limit, stride): every ``stride``
+    steps below ``limit`` (the grokking protocol: every step below 30, every 10 below 150)."""
+    steps = {0, total}
+    if every > 0:
+        steps.update(range(0, total + 1, every))
+    if log_points > 0:
+        steps.update(
+            int(round(10 ** (math.log10(total) * i / (log_points - 1)))) for i in range(log_points)
+        )
+    for limit, stride in dense_until:
+        steps.update(range(0, min(limit, total), stride))
+    return sorted(s for s in steps if 0 <= s <= total)
+
+
+# --- batches -------------------------------------------------------------------------------
+
+
+class EndlessSampler:
+    """Batches from an endlessly reshuffled training set: a fresh permutation per epoch from the
+    sampler's own generator; the last partial batch of an epoch is dropped (every batch has the
+    same size). Its state (generator, permutation, position) resumes exactly."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int):
+        self.x, self.y = x, y
+        self.n = y.shape[0]
+        self.batch_size = min(batch_size, self.n)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.perm = torch.randperm(self.n, generator=self.generator)
+        self.pos = 0
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.batch_size == self.n:  # full batch: no gather needed
+            return self.x, self.y
+        if self.pos + self.batch_size > self.n:
+            self.perm = torch.randperm(self.n, generator=self.generator)
+            self.pos = 0
+        idx = self.perm[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return self.x[idx], self.y[idx]
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "perm": self.perm, "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.perm, self.pos = state["perm"], int(state["pos"])
+
+
+# --- evaluation ----------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, batch_size: int = 2000
+) -> dict[str, float]:
+    """Mean loss and accuracy of ``model`` on (x, y), in batches, in eval mode."""
+    was_training = model.training
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for i in range(0, y.shape[0], batch_size):
+        logits = model(x[i : i + batch_size])
+        yb = y[i : i + batch_size]
+        total_loss += float(loss_fn(logits, yb)) * yb.shape[0]
+        correct += int((logits.argmax(-1) == yb).sum())
+    model.train(was_training)
+    n = max(1, y.shape[0])
+    return {"loss": total_loss / n, "acc": correct / n}
+
+
+# --- callbacks -----------------------------------------------------------------------------
+
+
+@dataclass
+class Callback:
+    """Calls ``fn(loop)`` after the steps in ``steps`` (and/or every ``every`` steps)."""
+
+    fn: Callable[[TrainLoop], None]
+    steps: Iterable[int] = ()
+    every: int = 0
+
+    def __post_init__(self):
+        self.steps = frozenset(self.steps)
+
+    def wants(self, step: int) -> bool:
+        return step in self.steps or (self.every > 0 and step % self.every == 0)
+
+
+# --- the loop ------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainLoop:
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    sampler: EndlessSampler
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    total_steps: int
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    callbacks: list[Callback] = field(default_factory=list)
+    progress: Callable[[int, dict], None] | None = None
+    """Called as progress(step, last_metrics) every ``progress_every`` steps."""
+    progress_every: int = 50
+    step: int = 0
+    last_loss: float = float("nan")
+    last_metrics: dict = field(default_factory=dict)
+
+    def run(self) -> None:
+        if self.step == 0:
+            self._after_step()  # measure the initialization
+        model, opt, loss_fn, sampler = self.model, self.optimizer, self.loss_fn, self.sampler
+        model.train()
+        while self.step < self.total_steps:
+            x, y = sampler.next()
+            loss = loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            self.step += 1
+            self.last_loss = loss.item()
+            if not math.isfinite(self.last_loss):
+                raise Diverged(self.step, self.last_loss)
+            self._after_step()
+
+    def _after_step(self) -> None:
+        for cb in self.callbacks:
+            if cb.wants(self.step):
+                cb.fn(self)
+        if self.progress is not None and (
+            self.step % self.progress_every == 0 or self.step == self.total_steps
+        ):
+            self.progress(self.step, {"loss": self.last_loss, **self.last_metrics})
+
+    # Everything needed to continue exactly: tensors go to safetensors, the rest to a .pt file.
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        return dict(self.model.state_dict())
+
+    def checkpoint_state(self) -> dict:
+        return {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "sampler": self.sampler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "last_metrics": self.last_metrics,
+        }
+
+    def restore(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
+        try:
+            self.model.load_state_dict(tensors)
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+            self.sampler.load_state_dict(state["sampler"])
+            torch.set_rng_state(state["torch_rng"])
+            self.step = int(state["step"])
+            self.last_metrics = dict(state.get("last_metrics", {}))
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise CheckpointError(f"checkpoint does not match this run's model ({e})") from None
+
+
+def train_in_run(loop: TrainLoop, run: Run, checkpoint_every: int, label: str = "") -> None:
+    """Drive ``loop`` inside a run folder: resume from its last checkpoint when asked,
+    checkpoint on a schedule and at the end, show progress unless quiet."""
+    if run.resume and (ckpt := load_checkpoint(run.paths)) is not None:
+        step, tensors, state = ckpt
+        loop.restore(tensors, state)
+        run.metrics.truncate_after(step)
+    elif run.paths.metrics.exists():
+        run.paths.metrics.unlink()  # a fresh start: no stale records
+
+    def checkpoint(lp: TrainLoop) -> None:
+        save_checkpoint(run.paths, lp.step, lp.checkpoint_tensors(), lp.checkpoint_state())
+
+    ckpt_steps = {loop.total_steps}
+    loop.callbacks = [
+        *loop.callbacks,
+        Callback(checkpoint, ckpt_steps, checkpoint_every),
+        *run.extra_callbacks,
+    ]
+    with progress_bar(loop.total_steps, label or "train", run.quiet, start=loop.step) as update:
+        loop.progress = update
+        loop.run()
+
+
+# --- progress ------------------------------------------------------------------------------
+
+
+class progress_bar:
+    """A rich progress bar with ETA and the latest key metrics; silent when ``quiet``.
+    Rich degrades to plain output when stdout is not a terminal."""
+
+    def __init__(self, total: int, label: str, quiet: bool, start: int = 0):
+        self.total, self.label, self.quiet, self.start = total, label, quiet, start
+
+    def __enter__(self) -> Callable[[int, dict], None]:
+        if self.quiet:
+            return lambda step, metrics: None
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            transient=False,
+        )
+        self.bar.start()
+        self.task = self.bar.add_task(self.label, total=self.total, completed=self.start, info="")
+
+        def update(step: int, metrics: dict) -> None:
+            info = " ".join(
+                f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float | int)
+            )
+            self.bar.update(self.task, completed=step, info=info)
+
+        return update
+
+    def __exit__(self, *exc) -> None:
+        if not self.quiet:
+            self.bar.stop()
+
+
+# --- optimizers and schedules --------------------------------------------------------------
+
+
+def make_optimizer(
+    params,
+    name: str,
+    lr: float,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+    betas: tuple[float, float] = (0.9, 0.999),
+):
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def make_scheduler(optimizer, kind: str, total_steps: int, warmup_steps: int = 0):
+    """``constant``, ``cosine`` (to 0 at the end) or ``step`` (x0.1 at 50% and 75%), each after a
+    linear warm-up of ``warmup_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        if kind == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+        if kind == "step":
+            return 0.1 ** ((t >= 0.5) + (t >= 0.75))
+        return 1.0
+
+    if kind == "constant" and warmup_steps == 0:
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

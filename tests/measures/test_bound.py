@@ -1,0 +1,142 @@
+"""Theorem 3.2 bound against a brute-force loop, a hand-computed case and Cantelli's inequality."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from genlab.measures import generalization_bound
+
+
+def reference(h: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray) -> dict:
+    """The bound from its definition with python loops over classes, pairs and samples."""
+    n, _ = h.shape
+    k = w.shape[0]
+    scale = max(math.sqrt(sum(v * v for v in h[i])) for i in range(n))
+    bound = bound_trace = 0.0
+    per_class = [math.nan] * k
+    for c in range(k):
+        members = [h[i] / scale for i in range(n) if y[i] == c]
+        if not members:
+            continue
+        p_c = len(members) / n
+        mean = sum(members) / len(members)
+        total_var = sum(float(np.dot(v - mean, v - mean)) for v in members) / len(members)
+        row = row_trace = 0.0
+        for j in range(k):
+            if j == c:
+                continue
+            diff = w[c] - w[j]
+            u = diff / math.sqrt(float(np.dot(diff, diff)))
+            proj = [float(np.dot(u, v)) for v in members]
+            m = sum(proj) / len(proj) + (b[c] - b[j]) / (
+                scale * math.sqrt(float(np.dot(diff, diff)))
+            )
+            s2 = sum((p - sum(proj) / len(proj)) ** 2 for p in proj) / len(proj)
+            m = max(0.0, m)
+            row += 1.0 / (1.0 + m * m / s2) if m > 0 else 1.0
+            row_trace += 1.0 / (1.0 + m * m / total_var) if m > 0 else 1.0
+        per_class[c] = row
+        bound += p_c * row
+        bound_trace += p_c * row_trace
+    errors = sum(int(np.argmax(w @ h[i] + b) != y[i]) for i in range(n))
+    return dict(
+        bound=bound,
+        bound_trace=bound_trace,
+        per_class=per_class,
+        test_error=errors / n,
+        scale=scale,
+    )
+
+
+def gaussian_problem(n=800, d=10, k=4, noise=1.5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    means = 2.0 * torch.randn(k, d, generator=g, dtype=torch.float64) + 1.0
+    y = torch.randint(0, k, (n,), generator=g)
+    h = means[y] + noise * torch.randn(n, d, generator=g, dtype=torch.float64)
+    # A reasonable but imperfect classifier: nearest-mean weights, perturbed.
+    w = means + 0.5 * torch.randn(k, d, generator=g, dtype=torch.float64)
+    b = -0.5 * (means**2).sum(1) + torch.randn(k, generator=g, dtype=torch.float64)
+    return h, y, w, b
+
+
+def test_matches_bruteforce_loop():
+    h, y, w, b = gaussian_problem()
+    r = generalization_bound(h, y, w, b)
+    ref = reference(h.numpy(), y.numpy(), w.numpy(), b.numpy())
+    assert r.bound == pytest.approx(ref["bound"], rel=1e-10)
+    assert r.bound_trace == pytest.approx(ref["bound_trace"], rel=1e-10)
+    assert r.test_error == pytest.approx(ref["test_error"], abs=0)
+    assert r.scale == pytest.approx(ref["scale"], rel=1e-12)
+    np.testing.assert_allclose(r.per_class.numpy(), ref["per_class"], rtol=1e-10)
+    # A non-trivial case: some pairs clamp to 1, others are informative.
+    terms = r.pairwise.numpy()[~np.eye(4, dtype=bool)]
+    assert (terms < 0.5).any() and 0 < r.test_error < r.bound
+    assert r.bound <= r.bound_trace
+
+
+def test_hand_computed_two_class_case():
+    # 1-D, w = (+1, -1), no bias. Class 0 at {1, 3}, class 1 at {-2, -2}; S = 3.
+    # Class 0: u = +1, rescaled points {1/3, 1}: m = 2/3, s^2 = 1/9 -> 1 / (1 + 4) = 1/5.
+    # Class 1: u = -1, points {2/3, 2/3}: m = 2/3, s^2 = 0 -> 0.  bound = (1/5 + 0) / 2.
+    h = torch.tensor([[1.0], [3.0], [-2.0], [-2.0]], dtype=torch.float64)
+    y = torch.tensor([0, 0, 1, 1])
+    w = torch.tensor([[1.0], [-1.0]], dtype=torch.float64)
+    r = generalization_bound(h, y, w)
+    assert r.bound == pytest.approx(0.1)
+    assert r.margins[0, 1] == pytest.approx(2 / 3)
+    assert r.variances[0, 1] == pytest.approx(1 / 9)
+    assert r.per_class.tolist() == pytest.approx([0.2, 0.0])
+    assert r.test_error == 0.0
+    # A bias that moves the boundary past class 0's mean: b_0 - b_1 = -3 -> rescaled offset
+    # -3 / (3 * 2) = -1/2, m = 2/3 - 1/2 = 1/6, term 1 / (1 + (1/36) / (1/9)) = 4/5.
+    r = generalization_bound(h, y, w, torch.tensor([-1.5, 1.5], dtype=torch.float64))
+    assert r.margins[0, 1] == pytest.approx(1 / 6)
+    assert r.pairwise[0, 1] == pytest.approx(0.8)
+    # Class 1: m = 2/3 + 1/2 > 0 with s = 0 -> 0; class 0's sample at 1 is now misclassified.
+    assert r.bound == pytest.approx(0.4)
+    assert r.test_error == pytest.approx(0.25)
+
+
+def test_cantelli_holds_pairwise_on_the_empirical_distribution():
+    # Cantelli holds for any distribution, so for the sample itself: the fraction of class-c
+    # samples on the wrong side of the (c, k) boundary never exceeds the pairwise term, and
+    # the misclassification rate never exceeds the bound.
+    for seed in range(5):
+        h, y, w, b = gaussian_problem(n=500, noise=2.5, seed=seed)
+        r = generalization_bound(h, y, w, b)
+        logits = h @ w.T + b
+        for c in range(4):
+            rows = logits[y == c]
+            for k in range(4):
+                if k != c:
+                    frac = float((rows[:, c] - rows[:, k] <= 0).double().mean())
+                    assert frac <= float(r.pairwise[c, k]) + 1e-12
+        assert r.test_error <= r.bound
+        assert r.test_error > 0.05  # the check is not vacuous
+
+
+def test_invariant_to_feature_scale_with_bias_rescaled_consistently():
+    h, y, w, b = gaussian_problem(seed=7)
+    r1 = generalization_bound(h, y, w, b)
+    r2 = generalization_bound(1000.0 * h, y, w, 1000.0 * b)
+    assert r2.bound == pytest.approx(r1.bound, rel=1e-10)
+    assert r2.test_error == r1.test_error
+    assert r2.scale == pytest.approx(1000.0 * r1.scale)
+    # Rescaled units: margins are those of features in the unit ball, whatever the input scale.
+    np.testing.assert_allclose(r2.margins.numpy(), r1.margins.numpy(), rtol=1e-9)
+
+
+def test_absent_class_and_equal_weights():
+    h = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.8]], dtype=torch.float64)
+    y = torch.tensor([0, 0, 1, 1])
+    w = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
+    b = torch.tensor([0.0, 0.1, 0.0], dtype=torch.float64)
+    r = generalization_bound(h, y, w, b)
+    assert math.isnan(float(r.per_class[2]))  # class 2 has no test sample
+    assert r.class_priors.tolist() == [0.5, 0.5, 0.0]
+    # w_1 == w_2 and b_1 > b_2: class 1 is never sent to 2 -> term 0.
+    assert float(r.pairwise[1, 2]) == 0.0
+    ref = reference(h.numpy(), y.numpy(), w[:2].numpy(), b[:2].numpy())
+    assert r.bound == pytest.approx(ref["bound"] + 0.5 * float(r.pairwise[0, 2]))
