@@ -16,7 +16,14 @@ import time
 import torch
 
 from genlab.models import build_model
-from genlab.train import LOSSES, Callback, EndlessSampler, TrainLoop, measurement_steps
+from genlab.train import (
+    LOSSES,
+    Callback,
+    EndlessSampler,
+    SupervisedStepper,
+    TrainLoop,
+    measurement_steps,
+)
 
 
 def setup(seed: int = 0):
@@ -49,11 +56,9 @@ def shared_loop(steps: int) -> float:
     x, y, model, opt = setup()
     # A realistic callback list: a measurement schedule that never fires inside the timing
     # window still gets checked every step, as in a real run.
+    stepper = SupervisedStepper(model, opt, EndlessSampler(x, y, 100, seed=0), LOSSES["ce"])
     loop = TrainLoop(
-        model,
-        opt,
-        EndlessSampler(x, y, 100, seed=0),
-        LOSSES["ce"],
+        stepper,
         steps,
         callbacks=[Callback(lambda lp: None, measurement_steps(10**9, 0, 150))],
     )

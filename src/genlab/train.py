@@ -130,14 +130,59 @@ class Callback:
 # --- the loop ------------------------------------------------------------------------------
 
 
+class SupervisedStepper:
+    """One optimizer step of ``model`` on the sampler's next batch; everything the step needs
+    to continue exactly is in its checkpoint (tensors to safetensors, the rest to a .pt file).
+
+    Any object with ``step() -> loss tensor``, ``checkpoint_tensors()``, ``checkpoint_state()``
+    and ``restore(tensors, state)`` can drive a :class:`TrainLoop` (the grokking study's
+    batched ensemble does)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        sampler: EndlessSampler,
+        loss_fn: Callable,
+        scheduler=None,
+    ):
+        self.model, self.optimizer, self.sampler = model, optimizer, sampler
+        self.loss_fn, self.scheduler = loss_fn, scheduler
+
+    def step(self) -> torch.Tensor:
+        x, y = self.sampler.next()
+        loss = self.loss_fn(self.model(x), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return loss.detach()
+
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        return dict(self.model.state_dict())
+
+    def checkpoint_state(self) -> dict:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "sampler": self.sampler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def restore(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
+        self.model.load_state_dict(tensors)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["torch_rng"])
+
+
 @dataclass
 class TrainLoop:
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    sampler: EndlessSampler
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    stepper: SupervisedStepper
     total_steps: int
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     callbacks: list[Callback] = field(default_factory=list)
     progress: Callable[[int, dict], None] | None = None
     """Called as progress(step, last_metrics) every ``progress_every`` steps."""
@@ -146,23 +191,22 @@ class TrainLoop:
     last_loss: float = float("nan")
     last_metrics: dict = field(default_factory=dict)
 
+    @property
+    def model(self):
+        return self.stepper.model
+
     def run(self) -> None:
         if self.step == 0:
             self._after_step()  # measure the initialization
-        model, opt, loss_fn, sampler = self.model, self.optimizer, self.loss_fn, self.sampler
-        model.train()
+        if isinstance(self.model, nn.Module):
+            self.model.train()
+        stepper = self.stepper
         while self.step < self.total_steps:
-            x, y = sampler.next()
-            loss = loss_fn(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if self.scheduler is not None:
-                self.scheduler.step()
+            loss = stepper.step()  # a scalar, or one loss per member of an ensemble
             self.step += 1
-            self.last_loss = loss.item()
-            if not math.isfinite(self.last_loss):
-                raise Diverged(self.step, self.last_loss)
+            if not bool(torch.isfinite(loss).all()):
+                raise Diverged(self.step, float(loss.float().mean()))
+            self.last_loss = float(loss.float().mean())
             self._after_step()
 
     def _after_step(self) -> None:
@@ -174,28 +218,16 @@ class TrainLoop:
         ):
             self.progress(self.step, {"loss": self.last_loss, **self.last_metrics})
 
-    # Everything needed to continue exactly: tensors go to safetensors, the rest to a .pt file.
-    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
-        return dict(self.model.state_dict())
-
     def checkpoint_state(self) -> dict:
         return {
             "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-            "sampler": self.sampler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
             "last_metrics": self.last_metrics,
+            "stepper": self.stepper.checkpoint_state(),
         }
 
     def restore(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
         try:
-            self.model.load_state_dict(tensors)
-            self.optimizer.load_state_dict(state["optimizer"])
-            if self.scheduler is not None:
-                self.scheduler.load_state_dict(state["scheduler"])
-            self.sampler.load_state_dict(state["sampler"])
-            torch.set_rng_state(state["torch_rng"])
+            self.stepper.restore(tensors, state["stepper"])
             self.step = int(state["step"])
             self.last_metrics = dict(state.get("last_metrics", {}))
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
@@ -213,7 +245,7 @@ def train_in_run(loop: TrainLoop, run: Run, checkpoint_every: int, label: str = 
         run.paths.metrics.unlink()  # a fresh start: no stale records
 
     def checkpoint(lp: TrainLoop) -> None:
-        save_checkpoint(run.paths, lp.step, lp.checkpoint_tensors(), lp.checkpoint_state())
+        save_checkpoint(run.paths, lp.step, lp.stepper.checkpoint_tensors(), lp.checkpoint_state())
 
     ckpt_steps = {loop.total_steps}
     loop.callbacks = [

@@ -17,6 +17,7 @@ from genlab.train import (
     LOSSES,
     Callback,
     EndlessSampler,
+    SupervisedStepper,
     TrainLoop,
     evaluate,
     make_optimizer,
@@ -152,13 +153,16 @@ def run(cfg: ClassifyConfig, run: Run) -> dict:
     )
     loss_fn = LOSSES[cfg.loss]
     meter = ClassificationMeter(run, ds, loss_fn)
+    stepper = SupervisedStepper(
+        model,
+        optimizer,
+        EndlessSampler(ds.x_train, ds.y_train, cfg.batch_size, seed=cfg.seed),
+        loss_fn,
+        make_scheduler(optimizer, cfg.optim.schedule, cfg.steps, cfg.optim.warmup_steps),
+    )
     loop = TrainLoop(
-        model=model,
-        optimizer=optimizer,
-        sampler=EndlessSampler(ds.x_train, ds.y_train, cfg.batch_size, seed=cfg.seed),
-        loss_fn=loss_fn,
+        stepper,
         total_steps=cfg.steps,
-        scheduler=make_scheduler(optimizer, cfg.optim.schedule, cfg.steps, cfg.optim.warmup_steps),
         callbacks=[
             Callback(meter, measurement_steps(cfg.steps, cfg.measure_every, cfg.log_points))
         ],
