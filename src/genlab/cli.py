@@ -54,7 +54,7 @@ def parse_run_args(study_name: str, argv: list[str]):
             "STUDY", f"unknown study {study_name!r}; choose from {', '.join(STUDIES)}"
         )
     study = STUDIES[study_name]
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--preset", default="smoke")
     pre.add_argument("--out", type=Path, default=None)
     pre.add_argument("--resume", action="store_true")

@@ -37,17 +37,23 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 
 def measurement_steps(
-    total: int, every: int = 0, log_points: int = 0, dense_until: tuple[tuple[int, int], ...] = ()
+    total: int,
+    every: int = 0,
+    log_points: int = 0,
+    dense_until: tuple[tuple[int, int], ...] = (),
+    log_from: int = 1,
 ) -> list[int]:
     """Steps at which to measure: 0 and ``total``; every ``every`` steps; ``log_points``
-    log-spaced steps in [1, total]; and ``dense_until`` pairs (limit, stride): every ``stride``
+    log-spaced steps in [log_from, total]; and ``dense_until`` pairs (limit, stride): every ``stride``
     steps below ``limit`` (the grokking protocol: every step below 30, every 10 below 150)."""
     steps = {0, total}
     if every > 0:
         steps.update(range(0, total + 1, every))
     if log_points > 0:
+        lo, hi = math.log10(max(1, min(log_from, total))), math.log10(max(1, total))
         steps.update(
-            int(round(10 ** (math.log10(total) * i / (log_points - 1)))) for i in range(log_points)
+            int(round(10 ** (lo + (hi - lo) * i / max(1, log_points - 1))))
+            for i in range(log_points)
         )
     for limit, stride in dense_until:
         steps.update(range(0, min(limit, total), stride))
