@@ -25,7 +25,11 @@ never materialised. Per-cell results equal those of
 Executors: ``"local"`` runs the tasks in this process one after another, ``"process"`` in a
 ``concurrent.futures.ProcessPoolExecutor`` (spawned workers), ``"ray"`` as Ray tasks. Every task
 runs with ``threads`` (default 1) intra-op threads whatever the executor, so results do not
-depend on the executor (bit for bit on the same machine).
+depend on the executor (bit for bit on one machine, for one split into tasks; another split,
+``max_cells_per_task`` or ``memory_budget_bytes``, batches BLAS calls differently and changes
+only float rounding, ~1e-7 relative in float32). The process pool uses the ``"spawn"`` start
+method by default, so a script calling ``run_grid(executor="process")`` needs the usual
+``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
@@ -273,7 +277,7 @@ def _init_worker(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _execute(tasks, executor, workers, ray_address, threads, on_done):
+def _execute(tasks, executor, workers, ray_address, threads, on_done, mp_context="spawn"):
     if executor == "local":
         for task in tasks:
             on_done(task, run_task(task))
@@ -283,7 +287,7 @@ def _execute(tasks, executor, workers, ray_address, threads, on_done):
         n_workers = workers or os.cpu_count() or 1
         with ProcessPoolExecutor(
             max_workers=min(n_workers, len(tasks)),
-            mp_context=mp.get_context("spawn"),
+            mp_context=mp.get_context(mp_context),
             initializer=_init_worker,
             initargs=(threads,),
         ) as pool:
@@ -335,21 +339,28 @@ def run_grid(
     threads: int | None = 1,
     max_cells_per_task: int | None = None,
     memory_budget_bytes: float = 1e9,
+    mp_context: str = "spawn",
     progress: Callable[[int, int], None] | None = None,
 ) -> GridResult:
     """Train every ``(||mu||, d)`` cell and collect its final metrics (:data:`METRICS`).
 
     ``executor``: ``"local"`` (this process, tasks one after another), ``"process"``
-    (``ProcessPoolExecutor`` with ``workers`` processes, default ``os.cpu_count()``) or
+    (``ProcessPoolExecutor`` with ``workers`` processes, default ``os.cpu_count()``, start
+    method ``mp_context``) or
     ``"ray"`` (``ray.init(address=ray_address)`` when given, else a local ``ray.init()``; Ray
     must be installed). Each task runs with ``threads`` intra-op threads (default 1 - the
-    parallelism is across tasks). ``progress(done_cells, total_cells)`` is called after each
-    task. All cells share ``seed`` (data noise and ``W_0`` depend on ``(seed, d)`` only).
+    parallelism is across tasks). Tasks: one per d, split so that each stays under
+    ``memory_budget_bytes`` and ``max_cells_per_task`` (:func:`make_tasks`).
+    ``progress(done_cells, total_cells)`` is called after each task. All cells share ``seed``
+    (data noise and ``W_0`` depend on ``(seed, d)`` only, so a row of the diagram compares
+    signal strengths on the very same noise).
     """
     if executor not in ("local", "process", "ray"):
         raise ConfigError("executor", f"must be 'local', 'process' or 'ray', got {executor!r}")
     mu_arr = np.asarray([float(x) for x in mu_values])
     d_arr = np.asarray([int(x) for x in d_values])
+    if len(set(mu_arr.tolist())) != len(mu_arr) or len(set(d_arr.tolist())) != len(d_arr):
+        raise ConfigError("mu_values/d_values", "grid values must be distinct")
     settings = dict(
         n=n, n_test=n_test, T=T, rho=rho, eta=eta, sigma=sigma, seed=seed, steps=steps, lr=lr,
         w_init=w_init, train_w=train_w, dtype=str(dtype).removeprefix("torch."), threads=threads,
@@ -375,7 +386,7 @@ def run_grid(
             progress(done, total)
 
     start = time.perf_counter()
-    _execute(tasks, executor, workers, ray_address, threads, on_done)
+    _execute(tasks, executor, workers, ray_address, threads, on_done, mp_context)
     config = dict(settings, executor=executor, n_tasks=len(tasks))
     return GridResult(mu_arr, d_arr, metrics, config, time.perf_counter() - start)
 
