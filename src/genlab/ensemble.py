@@ -50,7 +50,10 @@ __all__ = [
     "MLPEnsemble",
     "adamw_step_",
     "build_mlp",
+    "count_params",
     "grid",
+    "matmul_flops_per_step",
+    "reference_loss",
     "train_ensemble",
     "train_mlp_reference",
 ]
@@ -175,8 +178,7 @@ def adamw_step_(
     if impl not in ADAMW_IMPLS:
         raise ConfigError("adamw", f"unknown AdamW implementation {impl!r}; {list(ADAMW_IMPLS)}")
     beta1, beta2 = betas
-    p0 = params[0]
-    n_members = p0.shape[0]
+    n_members = params[0].shape[0]
     same_lr = all(lr == lrs[0] for lr in lrs)
 
     def per_member(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
@@ -184,9 +186,39 @@ def adamw_step_(
         t = torch.tensor(list(values), dtype=torch.float64).to(like.dtype)
         return t.view(n_members, *([1] * (like.dim() - 1)))
 
+    if impl == "fused":
+        # One kernel call per run of consecutive members sharing (lr, wd), on slices of the
+        # stacks: decay and the Adam step in one pass over memory. torch.optim's fused path
+        # keeps a float32 step tensor, incremented before the kernel; so do we.
+        step_t = torch.tensor(float(step), dtype=torch.float32)
+        hyper = list(zip(lrs, weight_decays))
+        start = 0
+        for end in range(1, n_members + 1):
+            if end < n_members and hyper[end] == hyper[start]:
+                continue
+            run = slice(start, end)
+            torch._fused_adamw_(
+                [p[run] for p in params],
+                [g[run] for g in grads],
+                [a[run] for a in exp_avgs],
+                [v[run] for v in exp_avg_sqs],
+                [],
+                [step_t] * len(params),
+                lr=float(lrs[start]),
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=float(weight_decays[start]),
+                eps=eps,
+                amsgrad=False,
+                maximize=False,
+            )
+            start = end
+        return
+
+    # "single_tensor": decoupled weight decay (skipped, as torch does, where wd == 0) ...
     decay = [1.0 - lr * wd for lr, wd in zip(lrs, weight_decays)]
     decay_on = [wd != 0 for wd in weight_decays]
-    for p in params:  # decoupled weight decay (skipped, as torch does, where wd == 0)
+    for p in params:
         if all(decay_on):
             p.mul_(per_member(decay, p))
         elif any(decay_on):
@@ -194,44 +226,7 @@ def adamw_step_(
                 if decay_on[m]:
                     p[m].mul_(decay[m])
 
-    if impl == "fused":
-        # torch.optim's fused path keeps a float32 step tensor, incremented before the kernel.
-        if same_lr:
-            groups = [(lrs[0], list(params), list(grads), list(exp_avgs), list(exp_avg_sqs))]
-        else:
-            by_lr: dict[float, list[int]] = {}
-            for m, lr in enumerate(lrs):
-                by_lr.setdefault(lr, []).append(m)
-            groups = [
-                (
-                    lr,
-                    [p[m] for p in params for m in ms],
-                    [g[m] for g in grads for m in ms],
-                    [a[m] for a in exp_avgs for m in ms],
-                    [s[m] for s in exp_avg_sqs for m in ms],
-                )
-                for lr, ms in by_lr.items()
-            ]
-        step_t = torch.tensor(float(step), dtype=torch.float32)
-        for lr, ps, gs, ms_, vs in groups:
-            torch._fused_adamw_(
-                ps,
-                gs,
-                ms_,
-                vs,
-                [],
-                [step_t] * len(ps),
-                lr=float(lr),
-                beta1=beta1,
-                beta2=beta2,
-                weight_decay=0.0,  # applied above, bitwise as the kernel would
-                eps=eps,
-                amsgrad=False,
-                maximize=False,
-            )
-        return
-
-    # "single_tensor": torch.optim.adam._single_tensor_adam, op by op, on the stacks.
+    # ... then torch.optim.adam._single_tensor_adam, op by op, on the stacks.
     bias_correction1 = 1 - beta1**step
     bias_correction2 = 1 - beta2**step
     bias_correction2_sqrt = bias_correction2**0.5

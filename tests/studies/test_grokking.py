@@ -80,3 +80,69 @@ def test_members_and_schedule_follow_the_protocol():
 def test_invalid_configs_name_the_field(change, field):
     with pytest.raises(ConfigError, match=field):
         GROKKING.validate(GrokkingConfig(**change))
+
+
+# --- end to end: the smoke preset groks, resumes exactly, rebuilds its report ----------------
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("grokking") / "smoke"
+    summary = execute(GROKKING, GROKKING.presets["smoke"](), out, quiet=True)
+    return out, summary
+
+
+def test_smoke_preset_groks_long_after_fitting(smoke_run):
+    out, summary = smoke_run
+    assert summary["status"] == "complete"
+    records = MetricsLog(RunPaths(out).metrics).read()
+    train = {r["step"]: r["acc"] for r in records if r["split"] == "train"}
+    test = {r["step"]: r["acc"] for r in records if r["split"] == "test"}
+    fit = min(s for s, a in train.items() if a == 1.0)
+    assert fit <= 300 and test[fit] < 0.2  # memorized, not generalized
+    assert test[max(test)] > 0.95  # ... and later it generalizes
+    rise = min(s for s, a in test.items() if s > fit and a > 0.5)
+    assert rise > 3 * fit  # delayed, not simultaneous
+    for key in ("rnc1", "nc2", "bound", "nhsic_zx", "nhsic_zy"):
+        assert all(math.isfinite(r[key]) for r in records if r["split"] == "test" and key in r)
+
+
+def test_report_is_rebuilt_from_the_run_folder_alone(smoke_run):
+    out, _ = smoke_run
+    paths = RunPaths(out)
+    before = paths.report_md.read_text()
+    for f in (paths.report_md, paths.report_html, *paths.figures.glob("*.png")):
+        f.unlink()
+    GROKKING.report(paths)
+    assert paths.report_md.read_text() == before
+    assert {f.name for f in paths.figures.glob("*.png")} >= {"accuracy_nc.png", "bound.png"}
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_sweep_resumed_after_interrupt_equals_uninterrupted(tmp_path):
+    cfg = GrokkingConfig(
+        **{
+            **vars(GROKKING.presets["smoke"]()),
+            "width": 64,
+            "p": 23,
+            "weight_decays": (1.0, 0.3),
+            "control_init_scale": 0.5,
+            "steps": 300,
+            "log_points": 20,
+            "checkpoint_every": 100,
+        }
+    )
+
+    def boom(loop):
+        raise Interrupt
+
+    execute(GROKKING, cfg, tmp_path / "a", quiet=True)
+    with pytest.raises(Interrupt):
+        execute(GROKKING, cfg, tmp_path / "b", quiet=True, extra_callbacks=[Callback(boom, [250])])
+    assert execute(GROKKING, cfg, tmp_path / "b", quiet=True, resume=True)["status"] == "complete"
+    a = (tmp_path / "a" / "metrics.jsonl").read_text()
+    assert a == (tmp_path / "b" / "metrics.jsonl").read_text()
+    assert len({r["member"] for r in MetricsLog(RunPaths(tmp_path / "a").metrics).read()}) == 4

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from genlab.studies import classify, grokking
+from genlab.studies import attention, classify, grokking
 from genlab.studies.base import Study
 
-STUDIES: dict[str, Study] = {s.name: s for s in (classify.STUDY, grokking.STUDY)}
+STUDIES: dict[str, Study] = {s.name: s for s in (classify.STUDY, grokking.STUDY, attention.STUDY)}
 
 __all__ = ["STUDIES", "Study"]
