@@ -49,8 +49,12 @@ lint: setup
 	$(VENV)/bin/ruff check --fix src tests bench
 	$(VENV)/bin/ruff format src tests bench
 
+# Each benchmark prints its ratios side by side from one run; run them on a quiet machine.
 bench: setup
 	$(PY) bench/bench_train_loop.py
+	$(PY) bench/bench_measures.py
+	$(PY) bench/bench_grokking_sweep.py
+	$(PY) bench/bench_attention_grid.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

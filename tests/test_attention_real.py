@@ -141,7 +141,8 @@ def test_tiny_vision_run_writes_table_and_report(tmp_path, monkeypatch):
     table = read_json(run.paths.artifact("real_table.json"))
     rows = table["vision"]["rows"]
     assert len(rows) == len(cfg.ns) * len(cfg.etas) * len(cfg.seeds)
-    assert all(len(r["curves"]["max_attn"]) == cfg.phase2_epochs + 1 for r in rows)
+    assert all(len(r["curves"]["max_attn"]) == cfg.phase2_log_points + 1 for r in rows)
+    assert all(r["curves"]["step"][-1] == cfg.phase2_steps for r in rows)
     noisy = [r for r in rows if r["eta"] > 0]
     assert all(r["n_noisy"] == -(-r["n"] * r["eta"] // 1) for r in noisy)
     assert list((tmp_path / "cache" / "attention_real").glob("vit-*.safetensors"))

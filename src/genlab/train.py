@@ -8,6 +8,7 @@ measurements by adding callbacks, never by copying the loop.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -277,6 +278,7 @@ class progress_bar:
     def __enter__(self) -> Callable[[int, dict], None]:
         if self.quiet:
             return lambda step, metrics: None
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -286,14 +288,18 @@ class progress_bar:
             TimeRemainingColumn,
         )
 
+        # Off a terminal rich assumes 80 columns and elides the ETA and metrics; a log file
+        # has room for the whole line.
+        console = None if sys.stdout.isatty() else Console(width=160)
         self.bar = Progress(
             TextColumn("{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=30),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             TextColumn("{task.fields[info]}"),
             transient=False,
+            console=console,
         )
         self.bar.start()
         self.task = self.bar.add_task(self.label, total=self.total, completed=self.start, info="")

@@ -1043,7 +1043,8 @@ PRESETS = {
 
 
 def _real_config(modality: str):
-    return dataclasses.replace(RealDataConfig(), modality=modality)
+    dataset = "mnist" if modality == "vision" else "rotten-tomatoes"
+    return dataclasses.replace(RealDataConfig(), modality=modality, dataset=dataset)
 
 
 STUDY = Study(

@@ -451,20 +451,30 @@ def member_series(records: list[dict]) -> dict[str, dict[str, dict[str, np.ndarr
     return out
 
 
+FIT_ACCURACY = 0.99
+"""Training accuracy that counts as fitting the training set. Not 100%: one hard example among
+1,000 can hold exact 100% back by thousands of steps (seen with lambda = 0.3 on MNIST: 99% at
+step 2,057, 100% at 5,863) while nothing else about the run changes."""
+
+
 def onsets(train: dict, test: dict) -> dict:
     """Onset steps of one member (None where the event does not happen):
 
-    - ``fit``: first logged step with 100% training accuracy;
+    - ``fit``: first logged step with training accuracy >= ``FIT_ACCURACY``;
     - ``test_rise``: first step at or after ``fit`` where test accuracy has covered half of the
       way from its value at ``fit`` (the plateau) to its final value (None if it rose < 0.05);
-    - ``rnc1_fall``: first step after test RNC1's peak where it is below the geometric mean of
-      the peak and the final value (halfway on the log scale RNC1 moves on).
+    - ``rnc1_start``: first step after test RNC1's peak where it is 10% below the peak (the
+      contraction has begun);
+    - ``rnc1_fall``: first step after the peak where test RNC1 has fallen halfway from the peak
+      to its final value, (peak + final) / 2. Both RNC1 onsets need the final value to be below
+      half the peak (a real contraction), else None.
     """
     steps = test["step"]
-    fit_idx = np.flatnonzero(train["acc"] >= 1.0 - 1e-12)
+    fit_idx = np.flatnonzero(train["acc"] >= FIT_ACCURACY)
     res = {
         "fit": None,
         "test_rise": None,
+        "rnc1_start": None,
         "rnc1_fall": None,
         "plateau_test_acc": None,
         "final_test_acc": float(test["acc"][-1]),
@@ -481,10 +491,13 @@ def onsets(train: dict, test: dict) -> dict:
     rnc1 = test["rnc1"]
     if np.isfinite(rnc1).all() and len(rnc1) > 2:
         peak = int(np.argmax(rnc1))
-        target = math.sqrt(rnc1[peak] * rnc1[-1])
         if rnc1[-1] < 0.5 * rnc1[peak]:
-            k = peak + np.flatnonzero(rnc1[peak:] <= target)[0]
-            res["rnc1_fall"] = int(steps[k])
+            for key, target in (
+                ("rnc1_start", 0.9 * rnc1[peak]),
+                ("rnc1_fall", 0.5 * (rnc1[peak] + rnc1[-1])),
+            ):
+                k = peak + np.flatnonzero(rnc1[peak:] <= target)[0]
+                res[key] = int(steps[k])
     return res
 
 
@@ -511,6 +524,7 @@ def analyze(records: list[dict]) -> dict:
         for k in (
             "fit",
             "test_rise",
+            "rnc1_start",
             "rnc1_fall",
             "final_test_acc",
             "final_train_acc",
@@ -525,7 +539,7 @@ def analyze(records: list[dict]) -> dict:
     main = [g for g in groups.values() if g["alpha"] == main_alpha]
     exponent = {
         k: fit_exponent([g["weight_decay"] for g in main], [g[k] for g in main])
-        for k in ("test_rise", "rnc1_fall", "fit")
+        for k in ("test_rise", "rnc1_start", "rnc1_fall", "fit")
     }
     return {"groups": groups, "exponent": exponent, "main_alpha": main_alpha}
 
@@ -657,6 +671,7 @@ def report(paths: RunPaths) -> None:
                 g["fit"],
                 g["plateau_test_acc"],
                 g["test_rise"],
+                g["rnc1_start"],
                 g["rnc1_fall"],
                 g["final_train_acc"],
                 g["final_test_acc"],
@@ -668,9 +683,10 @@ def report(paths: RunPaths) -> None:
         [
             "group",
             "seeds",
-            "train 100% at",
+            "train fit (99%) at",
             "test acc at fit",
             "test rise at",
+            "RNC1 contraction starts",
             "RNC1 halfway at",
             "final train acc",
             "final test acc",
@@ -725,10 +741,12 @@ def report(paths: RunPaths) -> None:
 
 
 ONSET_DEFINITIONS = (
-    "*train 100% at*: first logged step with 100% training accuracy. *test rise at*: first step "
-    "after that where test accuracy has covered half the way from its value at the fit step to "
-    "its final value (blank when it rose by less than 0.05). *RNC1 halfway at*: first step after "
-    "test RNC1's peak where it falls below the geometric mean of the peak and the final value."
+    "*train fit at*: first logged step with training accuracy >= 99%. *test rise at*: first "
+    "step after that where test accuracy has covered half the way from its value at the fit step "
+    "to its final value (blank when it rose by less than 0.05). *RNC1 contraction starts*: first "
+    "step after test RNC1's peak where it is 10% below the peak. *RNC1 halfway at*: first step "
+    "after the peak where test RNC1 is below (peak + final) / 2. RNC1 onsets are blank unless "
+    "RNC1 ends below half its peak."
 )
 
 OMNIGROK = (
@@ -779,35 +797,46 @@ def verdicts(cfg: dict, analysis: dict) -> str:
         "This run:",
     ]
     for key, g in main.items():
-        fit, rise, fall = g["fit"], g["test_rise"], g["rnc1_fall"]
+        fit, rise, start, fall = g["fit"], g["test_rise"], g["rnc1_start"], g["rnc1_fall"]
         if fit is None:
             lines.append(
-                f"- {key}: the training set was never fit (100% train accuracy not "
-                f"reached; final {fmt(g['final_train_acc'])})."
+                f"- {key}: the training set was never fit ({FIT_ACCURACY:.0%} train accuracy "
+                f"not reached; final {fmt(g['final_train_acc'])})."
             )
             continue
         delayed = rise is not None and rise >= 3 * max(fit, 1)
-        together = (
-            rise is not None
-            and fall is not None
-            and abs(math.log10(max(rise, 1)) - math.log10(max(fall, 1))) <= 0.5
-        )
-        lines.append(
+        line = (
             f"- {key}: train fit at step {fmt(fit)}, test accuracy {fmt(g['plateau_test_acc'])} "
-            f"then; test rise at {fmt(rise)} to {fmt(g['final_test_acc'])}; RNC1 halfway at "
-            f"{fmt(fall)}. Delayed generalization: **{'yes' if delayed else 'no'}**"
-            + (f" ({rise / max(fit, 1):.1f}x the fit step)" if rise else "")
-            + f"; RNC1 fall within half a decade of the test rise: "
-            f"**{'yes' if together else 'no'}**."
+            f"then; test rise at {fmt(rise)} to {fmt(g['final_test_acc'])}; RNC1 contraction "
+            f"starts at {fmt(start)}, halfway at {fmt(fall)}. Delayed generalization (rise at "
+            f"least 3x the fit step): **{'yes' if delayed else 'no'}**"
+            + (f" ({rise / max(fit, 1):.1f}x)" if rise else "")
         )
+        if rise and start and fall:
+            # "Together" on the log step axis the paper plots: within half a decade.
+            together = abs(math.log10(start / rise)) <= 0.5
+            line += (
+                f"; RNC1 {'lags' if start > rise else 'leads'}: it starts contracting at "
+                f"{start / rise:.1f}x the test-rise step and is "
+                f"halfway down at {fall / rise:.1f}x: onsets within half a decade: "
+                f"**{'yes' if together else 'no'}**"
+            )
+        lines.append(line + ".")
     exp = analysis["exponent"]
     if exp.get("test_rise") is not None:
         k = exp["test_rise"]
-        ok = -1.5 <= k <= -0.5
+        verdict = (
+            "reproduced"
+            if abs(k + 1) <= 0.25
+            else "same direction, weaker than 1/lambda at this scale"
+            if k < 0
+            else "not reproduced at this scale"
+        )
         lines.append(
-            f"- Onset vs lambda: test-rise onset ~ lambda^{k:.2f} (RNC1 fall: "
-            f"{fmt(exp.get('rnc1_fall'))}); the paper predicts about -1: "
-            f"**{'reproduced' if ok else 'not reproduced at this scale'}**."
+            f"- Onset vs lambda: test-rise onset ~ lambda^{k:.2f}; RNC1 contraction start ~ "
+            f"lambda^{fmt(exp.get('rnc1_start'))}, RNC1 halfway ~ lambda^"
+            f"{fmt(exp.get('rnc1_fall'))}; the paper predicts an exponent of about -1 "
+            f"(|k + 1| <= 0.25 counts as reproduced): **{verdict}**."
         )
     else:
         lines.append(
