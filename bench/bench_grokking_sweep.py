@@ -12,10 +12,10 @@ Prints, from one run:
    the report gives medians over rounds;
 2. achieved matmul GFLOP/s of each against this machine's float32 matmul peak, measured here
    (best of several 2048^3 torch.mm);
-3. the cost of measuring neural collapse (penultimate features of 1,000 train + 10,000 test
-   examples for every member, per-class means and within/between-class variance) at 150 logged
-   points, as a fraction of a 100k-step run -- EXTRAPOLATED from the measured per-step and
-   per-measurement times.
+3. the cost of the study's own measurement (``GrokkingMeter``: penultimate features of 1,000
+   train + 10,000 test examples for every member, ``neural_collapse`` on both, the bound and
+   nHSIC; not the MI estimate, which runs at ~10 points) at 150 logged points, as a fraction of
+   a 100k-step run -- EXTRAPOLATED from the measured per-step and per-measurement times.
 
 Usage: .venv/bin/python bench/bench_grokking_sweep.py [--steps 300] [--threads N] [--synthetic]
 Timings on a shared machine are noisy (other processes compete for the same cores).
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import types
 
 import torch
 
@@ -39,6 +40,14 @@ from genlab.ensemble import (
     matmul_flops_per_step,
     reference_loss,
 )
+from genlab.studies.grokking import (
+    EnsembleStepper,
+    GrokkingConfig,
+    GrokkingMeter,
+    Member,
+    TaskData,
+    schedule,
+)
 
 SIZES = [784, 200, 200, 10]
 WEIGHT_DECAYS = [0.3, 0.1, 0.03, 0.01, 0.003, 0.001]
@@ -46,20 +55,23 @@ SEEDS = [42, 43, 44, 45, 46]
 BATCH, ALPHA, LR = 100, 8.0, 1e-3
 
 
-def load_data(synthetic: bool) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(source, x_train (1000, 784), y_train (1000,), x_test (10000, 784))."""
+def load_data(
+    synthetic: bool,
+) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(source, x_train (1000, 784), y_train (1000,), x_test (10000, 784), y_test (10000,))."""
     if not synthetic:
         try:
             from genlab.data import load_dataset
 
             ds = load_dataset("mnist", train_size=1000)
-            return "mnist", ds.x_train.reshape(1000, -1), ds.y_train, ds.x_test.reshape(-1, 784)
+            x_tr, x_te = ds.x_train.reshape(1000, -1), ds.x_test.reshape(-1, 784)
+            return "mnist", x_tr, ds.y_train, x_te, ds.y_test
         except Exception as err:  # noqa: BLE001 - any failure falls back to synthetic data
             print(f"(mnist unavailable: {type(err).__name__}: {err}; using synthetic tensors)")
     g = torch.Generator().manual_seed(0)
     x = torch.rand(11000, 784, generator=g)
-    y = torch.randint(0, 10, (1000,), generator=g)
-    return "synthetic", x[:1000], y, x[1000:]
+    y = torch.randint(0, 10, (11000,), generator=g)
+    return "synthetic", x[:1000], y[:1000], x[1000:], y[1000:]
 
 
 def matmul_peak() -> float:
@@ -73,18 +85,6 @@ def matmul_peak() -> float:
         torch.mm(a, b)
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best / 1e9
-
-
-def nc_stats(feats: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
-    """Per member (M,): within-class variance / between-class variance of features (M, N, d)
-    (the trace form of NC1), from per-class means."""
-    onehot = torch.nn.functional.one_hot(y, k).to(feats.dtype)  # (N, K)
-    counts = onehot.sum(0)  # (K,)
-    means = (onehot.t() @ feats) / counts[:, None]  # (M, K, d)
-    global_mean = feats.mean(1, keepdim=True)  # (M, 1, d)
-    total = (feats - global_mean).pow(2).sum(-1).mean(-1)  # (M,)
-    between = ((means - global_mean).pow(2).sum(-1) * counts).sum(-1) / feats.shape[1]  # (M,)
-    return (total - between) / between
 
 
 class Sequential:
@@ -136,7 +136,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    source, x_train, y_train, x_test = load_data(args.synthetic)
+    source, x_train, y_train, x_test, y_test = load_data(args.synthetic)
     m = len(WEIGHT_DECAYS) * len(SEEDS)
     k = max(1, args.steps // args.rounds)  # steps per variant per round
     print(f"grokking sweep benchmark: {m} members, MLP {SIZES}, batch {BATCH}, data {source}")
@@ -171,13 +171,24 @@ def main() -> None:
     for run in variants.values():  # warm-up
         run(2)
 
-    x_all = torch.cat([x_train.reshape(-1, 784), x_test])  # (11000, 784): train then test
-    y_all = torch.cat([y_train, torch.randint(0, 10, (x_test.shape[0],))])
+    # The study's own meter at one logged point (MI excluded: it runs at ~10 points, not 150):
+    # features of 1,000 train + 10,000 test examples, neural_collapse on both (two passes, NC4
+    # included), the Theorem 3.2 bound and nHSIC(Z;X), nHSIC(Z;Y) on 10 test batches, for
+    # every member; logging goes nowhere.
+    members = [Member(ALPHA, w, sd) for w, sd in zip(wds, seeds)]
+    task = TaskData(x_flat, y_train, x_test, y_test, 10)
+
+    class NoRun:
+        quiet = True
+
+        def log(self, *args, **values) -> None:
+            pass
+
+    meter = GrokkingMeter(NoRun(), GrokkingConfig(task="mnist"), task, members, mi_steps=set())
+    loop = types.SimpleNamespace(stepper=EnsembleStepper(ens), step=1)
 
     def measure() -> None:
-        feats, _logits = ens.features(x_all, chunk_size=2750)  # (M, 11000, 200)
-        nc_stats(feats[:, :1000], y_all[:1000], 10)
-        nc_stats(feats[:, 1000:], y_all[1000:], 10)
+        meter(loop)
 
     def adamw_only() -> None:
         for i in range(k):
@@ -228,14 +239,18 @@ def main() -> None:
         print(f"  batched vs sequential default AdamW: {statistics.median(ratios):.2f}x")
 
     tm = statistics.median(t_meas)
+    study_points = len(schedule(GrokkingConfig(task="mnist", steps=args.total_steps))[0])
     print(
-        f"\nNC measurement ({m} members x {x_all.shape[0]} examples: features + class means/"
-        f"variances): {tm * 1e3:.0f} ms each (median over rounds)"
+        f"\nmeasurement: the study's GrokkingMeter ({m} members; features of {x_train.shape[0]} "
+        f"train + {x_test.shape[0]} test examples, neural_collapse on both, bound, nHSIC): "
+        f"{tm * 1e3:.0f} ms per logged point (median over rounds)"
     )
     print(
-        f"EXTRAPOLATED to {args.total_steps} steps with {args.log_points} measurements: training "
-        f"{args.total_steps * tb / 3600:.2f} h, measurement {args.log_points * tm / 60:.1f} min = "
-        f"{100 * statistics.median(meas_frac):.1f}% of training time (median of per-round ratios)"
+        f"EXTRAPOLATED to {args.total_steps} steps, training {args.total_steps * tb / 3600:.2f} h: "
+        f"{args.log_points} points cost {args.log_points * tm / 60:.1f} min = "
+        f"{100 * statistics.median(meas_frac):.1f}% of training time (median of per-round "
+        f"ratios); the study's schedule has {study_points} points (dense start): "
+        f"{100 * study_points * tm / (args.total_steps * tb):.1f}%"
     )
 
 

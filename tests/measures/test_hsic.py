@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from genlab.measures import gaussian_kernel, nhsic, nhsic_batch
+from genlab.measures import (
+    gaussian_kernel,
+    nhsic,
+    nhsic_batch,
+    normalized_gram,
+    trace_product,
+)
 
 
 def np_gaussian(a: np.ndarray, sigma: float) -> np.ndarray:
@@ -90,3 +96,15 @@ def test_dependence_is_larger_than_independence():
     y = (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()
     perm = torch.randperm(200, generator=g)
     assert nhsic(x, y, label_kernel=True) > 1.5 * nhsic(x, y[perm], label_kernel=True)
+
+
+def test_reused_normalized_grams_give_the_dense_reference():
+    # The grokking meter builds R_x and R_y once and only R_z per step.
+    rng = np.random.default_rng(3)
+    x, z = rng.normal(size=(30, 12)), rng.normal(size=(30, 5))
+    y = rng.integers(0, 4, size=30)
+    r_x = normalized_gram(torch.from_numpy(x))
+    r_y = normalized_gram(torch.from_numpy(y), label_kernel=True, num_classes=4)
+    r_z = normalized_gram(torch.from_numpy(z))
+    assert np.isclose(trace_product(r_x, r_z), np_nhsic(x, z), rtol=1e-9)
+    assert np.isclose(trace_product(r_z, r_y), np_nhsic(z, y, labels=True), rtol=1e-9)

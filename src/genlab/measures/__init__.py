@@ -5,7 +5,13 @@ genlab.data, so every measure can be used (and tested) on its own.
 """
 
 from genlab.measures.bound import GeneralizationBound, generalization_bound
-from genlab.measures.hsic import gaussian_kernel, nhsic, nhsic_batch
+from genlab.measures.hsic import (
+    gaussian_kernel,
+    nhsic,
+    nhsic_batch,
+    normalized_gram,
+    trace_product,
+)
 from genlab.measures.mutual_information import (
     MutualInformation,
     knn_entropy,
@@ -29,4 +35,6 @@ __all__ = [
     "neural_collapse",
     "nhsic",
     "nhsic_batch",
+    "normalized_gram",
+    "trace_product",
 ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["gaussian_kernel", "nhsic", "nhsic_batch"]
+__all__ = ["gaussian_kernel", "nhsic", "nhsic_batch", "normalized_gram", "trace_product"]
 
 
 def gaussian_kernel(a: torch.Tensor, sigma: float = 5.0) -> torch.Tensor:
@@ -54,6 +54,29 @@ def _normalized(gram: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.linalg.solve(gram + eps * m * eye, gram, left=False)
 
 
+def normalized_gram(
+    a: torch.Tensor,
+    sigma: float = 5.0,
+    eps: float = 1e-5,
+    label_kernel: bool = False,
+    num_classes: int | None = None,
+) -> torch.Tensor:
+    """R = K_c (K_c + eps m I)^-1 of one batch a (m, ...): K_c the row-centered Gaussian kernel,
+    or with ``label_kernel=True`` the uncentered linear kernel of int labels (m,) / one-hot
+    rows (m, C). Computing R once lets a fixed side (inputs X, labels Y) be reused across
+    many representations Z: nHSIC(x, z) = trace_product(R_x, R_z)."""
+    if label_kernel:
+        return _normalized(_label_gram(a, num_classes), eps)
+    k = gaussian_kernel(a, sigma)
+    # K H subtracts each row's mean.
+    return _normalized(k - k.mean(dim=1, keepdim=True), eps)
+
+
+def trace_product(r_a: torch.Tensor, r_b: torch.Tensor) -> float:
+    """tr(R_a R_b) = sum_ij (R_a)_ij (R_b)_ji, without the matrix product."""
+    return float((r_a * r_b.T).sum())
+
+
 def nhsic_batch(
     x: torch.Tensor,
     z: torch.Tensor,
@@ -69,17 +92,9 @@ def nhsic_batch(
     m = x.shape[0]
     if z.shape[0] != m:
         raise ValueError(f"x and z need the same number of samples, got {m} and {z.shape[0]}")
-    kx = gaussian_kernel(x, sigma)
-    # K H subtracts each row's mean.
-    kx = kx - kx.mean(dim=1, keepdim=True)
-    if label_kernel:
-        kz = _label_gram(z, num_classes).to(kx.device)
-    else:
-        kz = gaussian_kernel(z, sigma).to(kx.device)
-        kz = kz - kz.mean(dim=1, keepdim=True)
-    rx, rz = _normalized(kx, eps), _normalized(kz, eps)
-    # tr(A B) = sum_ij A_ij B_ji without the matrix product.
-    return float((rx * rz.T).sum())
+    rx = normalized_gram(x, sigma, eps)
+    rz = normalized_gram(z, sigma, eps, label_kernel, num_classes).to(rx.device)
+    return trace_product(rx, rz)
 
 
 def nhsic(

@@ -37,7 +37,8 @@ from genlab.measures import (
     generalization_bound,
     mutual_information_compressed,
     neural_collapse,
-    nhsic,
+    normalized_gram,
+    trace_product,
 )
 from genlab.models.modular_transformer import (
     ModularTransformer,
@@ -315,6 +316,17 @@ class GrokkingMeter:
         if x.dtype == torch.long:
             x = F.one_hot(x, int(x.max()) + 1).flatten(1)
         self.x_flat = x.float()
+        # The X and Y sides of nHSIC never change: their normalized Gram matrices are computed
+        # once per batch of 100 here, and each logged step only builds the Z side.
+        batches = [slice(i, i + 100) for i in range(0, self.n_hsic, 100)]
+        self.hsic_batches = [
+            (
+                j,
+                normalized_gram(self.x_flat[j]),
+                normalized_gram(data.y_test[j], label_kernel=True, num_classes=data.num_classes),
+            )
+            for j in batches
+        ]
 
     def __call__(self, loop: TrainLoop) -> None:
         d, stepper, step = self.data, loop.stepper, loop.step
@@ -340,12 +352,15 @@ class GrokkingMeter:
             nc_te = neural_collapse(f_te[m], d.y_test, w[m], b[m], num_classes=k)
             bound = generalization_bound(f_te[m], d.y_test, w[m], b[m])
             extra = {}
-            if self.n_hsic:
-                z = f_te[m][: self.n_hsic]
-                extra["nhsic_zx"] = nhsic(self.x_flat[: self.n_hsic], z)
-                extra["nhsic_zy"] = nhsic(
-                    z, d.y_test[: self.n_hsic], label_kernel=True, num_classes=k
-                )
+            if self.hsic_batches:
+                # nhsic(x, z) and nhsic(z, y, label_kernel=True), averaged over the batches.
+                zx = zy = 0.0
+                for j, r_x, r_y in self.hsic_batches:
+                    r_z = normalized_gram(f_te[m][j])
+                    zx += trace_product(r_x, r_z)
+                    zy += trace_product(r_z, r_y)
+                extra["nhsic_zx"] = zx / len(self.hsic_batches)
+                extra["nhsic_zy"] = zy / len(self.hsic_batches)
             if step in self.mi_steps:
                 n = min(self.cfg.mi_samples, d.y_test.shape[0])
                 try:
