@@ -59,6 +59,25 @@ def test_shapes_and_features():
     torch.testing.assert_close(feats @ model.W_U, logits)  # features are the unembed's input
 
 
+def test_last_position_pass_equals_the_full_pass():
+    # Training uses the last-position-only pass; the full pass (every position's query and MLP,
+    # causal mask) is the reference. float64 so that only rounding can differ.
+    c = ModularTransformerConfig(p=23, d_model=32, n_heads=4, d_head=8, d_mlp=64)
+    model = ModularTransformer(c, seed=1).double()
+    tokens = _tokens(23, 50, seed=2)
+    full, cache = model(tokens, return_cache=True)
+    torch.testing.assert_close(model(tokens), full, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(model.features(tokens), cache["features"], rtol=1e-12, atol=1e-12)
+    # and the gradients agree too
+    grads = []
+    for fast in (True, False):
+        model.zero_grad()
+        logits = model(tokens) if fast else model(tokens, return_cache=True)[0]
+        loss_fn(logits, tokens[:, 0]).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-12)
+
+
 def test_attention_is_causal():
     c = ModularTransformerConfig(p=23, d_model=32, n_heads=2, d_head=16, d_mlp=64)
     model = ModularTransformer(c, seed=1)
