@@ -251,6 +251,7 @@ def env_info(seed: int | None) -> dict:
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "torch_threads": torch.get_num_threads(),
+        "flush_denormal": True,  # set on import of genlab (genlab/__init__.py)
         "seed": seed,
         "git_commit": git_commit(),
         "start_time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

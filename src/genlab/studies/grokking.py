@@ -332,6 +332,8 @@ class GrokkingMeter:
         d, stepper, step = self.data, loop.stepper, loop.step
         f_tr, l_tr = stepper.outputs(d.x_train)
         f_te, l_te = stepper.outputs(d.x_test)
+        # Every measure works in float64: convert once, not once per measure and member.
+        f_tr, f_te = f_tr.double(), f_te.double()
         w, b = stepper.heads()
         norms = stepper.weight_norms()
         loss_tr, loss_te = (
