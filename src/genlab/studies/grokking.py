@@ -332,8 +332,6 @@ class GrokkingMeter:
         d, stepper, step = self.data, loop.stepper, loop.step
         f_tr, l_tr = stepper.outputs(d.x_train)
         f_te, l_te = stepper.outputs(d.x_test)
-        # Every measure works in float64: convert once, not once per measure and member.
-        f_tr, f_te = f_tr.double(), f_te.double()
         w, b = stepper.heads()
         norms = stepper.weight_norms()
         loss_tr, loss_te = (
@@ -350,15 +348,18 @@ class GrokkingMeter:
                 "weight_decay": member.weight_decay,
                 "seed": member.seed,
             }
-            nc_tr = neural_collapse(f_tr[m], d.y_train, w[m], b[m], num_classes=k)
-            nc_te = neural_collapse(f_te[m], d.y_test, w[m], b[m], num_classes=k)
-            bound = generalization_bound(f_te[m], d.y_test, w[m], b[m])
+            # Every measure works in float64: convert each member's features once, not once
+            # per measure (and not the whole (M, N, d) stack at once: it would not fit cache).
+            feat_tr, feat_te = f_tr[m].double(), f_te[m].double()
+            nc_tr = neural_collapse(feat_tr, d.y_train, w[m], b[m], num_classes=k)
+            nc_te = neural_collapse(feat_te, d.y_test, w[m], b[m], num_classes=k)
+            bound = generalization_bound(feat_te, d.y_test, w[m], b[m])
             extra = {}
             if self.hsic_batches:
                 # nhsic(x, z) and nhsic(z, y, label_kernel=True), averaged over the batches.
                 zx = zy = 0.0
                 for j, r_x, r_y in self.hsic_batches:
-                    r_z = normalized_gram(f_te[m][j])
+                    r_z = normalized_gram(feat_te[j])
                     zx += trace_product(r_x, r_z)
                     zy += trace_product(r_z, r_y)
                 extra["nhsic_zx"] = zx / len(self.hsic_batches)
@@ -366,7 +367,7 @@ class GrokkingMeter:
             if step in self.mi_steps:
                 n = min(self.cfg.mi_samples, d.y_test.shape[0])
                 try:
-                    mi = mutual_information_compressed(self.x_flat[:n], f_te[m][:n], d.y_test[:n])
+                    mi = mutual_information_compressed(self.x_flat[:n], feat_te[:n], d.y_test[:n])
                     extra.update(mi_zx=mi.I_zx, mi_zy=mi.I_zy)
                 except ValueError:
                     # e.g. dead ReLU features with a singular covariance: no estimate here.
