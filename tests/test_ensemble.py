@@ -99,6 +99,17 @@ def test_init_is_nn_linear_default_times_alpha():
     assert torch.equal(build_mlp(SIZES, seed=2)[0].weight, build_mlp(SIZES, seed=2)[0].weight)
 
 
+def test_init_scale_per_member():
+    x, y = _toy_data()
+    alphas = [8.0, 1.0, 0.5, 8.0]
+    ens = MLPEnsemble(x, y, sizes=SIZES, seeds=SEEDS, weight_decays=0.0, init_scale=alphas)
+    for m, (seed, alpha) in enumerate(zip(SEEDS, alphas)):
+        net = build_mlp(SIZES, seed=seed, init_scale=alpha)
+        assert torch.equal(ens.weights[-1][m], net[-1].weight.detach())
+    with pytest.raises(ConfigError, match="init_scale"):
+        MLPEnsemble(x, y, sizes=SIZES, seeds=SEEDS, weight_decays=0.0, init_scale=[1.0, 2.0])
+
+
 def test_batch_protocol_drops_partial_batches_and_reshuffles():
     s = BatchSampler(10, 4, seeds=[7, 8])
     g = torch.Generator().manual_seed(7)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -35,7 +34,7 @@ from torch.nn import functional as F
 
 from genlab.data.noise import apply_label_noise
 from genlab.errors import ConfigError
-from genlab.runs import Run, RunPaths, atomic_write_json, read_json
+from genlab.runs import Run, RunPaths, atomic_write_json, atomic_write_safetensors, read_json
 
 TABLE = "real_table.json"
 CACHE_VERSION = 1
@@ -166,15 +165,6 @@ def cache_folder():
 def settings_hash(settings: dict) -> str:
     blob = json.dumps({"v": CACHE_VERSION, **settings}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
-
-
-def save_tensors_atomic(path, tensors: dict[str, torch.Tensor]) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.safetensors")
-    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
 
 
 def load_tensors(path) -> dict[str, torch.Tensor] | None:
@@ -413,7 +403,7 @@ def train_phase0_vit(cfg: RealDataConfig, run: Run, ds) -> tuple[nn.Module, dict
             total += float(loss.detach()) * len(idx)
         run.log(epoch + 1, "real_vision_phase0", train_loss=total / len(y))
     vit.eval()
-    save_tensors_atomic(path, vit.state_dict())
+    atomic_write_safetensors(path, vit.state_dict())
     return vit, {"cached": False, "path": str(path), "wall_s": time.perf_counter() - t0}
 
 
@@ -585,7 +575,7 @@ def text_cache(cfg: RealDataConfig, tokenizer, model) -> tuple[dict, dict]:
             tensors[f"{name}_h"] = h.half()
             tensors[f"{name}_mask"] = mask
             tensors[f"{name}_y"] = torch.from_numpy(np.ascontiguousarray(ys))
-        save_tensors_atomic(path, tensors)
+        atomic_write_safetensors(path, tensors)
         info["wall_s"] = time.perf_counter() - t0
     return tensors, info
 

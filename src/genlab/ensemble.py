@@ -260,6 +260,7 @@ class MLPEnsemble:
         sizes: layer widths, e.g. [784, 200, 200, 10] (K = sizes[-1]).
         seeds: one per member: its init (``build_mlp``) and its batch order (``BatchSampler``).
         weight_decays: one per member (or one for all). lr: one float or one per member.
+        init_scale: alpha, one for all or one per member (``build_mlp``'s ``init_scale``).
         batch_size: None for full batch, else the minibatch size (partial batches dropped).
 
     Drive it with :meth:`step` or :func:`train_ensemble`; checkpoint with :meth:`state_dict`.
@@ -274,7 +275,7 @@ class MLPEnsemble:
         seeds: Sequence[int],
         weight_decays: float | Sequence[float],
         lr: float | Sequence[float] = 1e-3,
-        init_scale: float = 1.0,
+        init_scale: float | Sequence[float] = 1.0,
         loss: str = "mse_sum",
         batch_size: int | None = None,
         betas: tuple[float, float] = (0.9, 0.999),
@@ -297,7 +298,7 @@ class MLPEnsemble:
         if not all(0.0 <= b < 1.0 for b in betas):
             raise ConfigError("betas", f"must be in [0, 1), got {betas}")
         self.loss, self.adamw, self.betas, self.eps = loss, adamw, tuple(betas), float(eps)
-        self.init_scale, self.dtype = float(init_scale), dtype
+        self.init_scales, self.dtype = _per_member("init_scale", init_scale, m), dtype
 
         n = int(y_train.shape[0])
         self.x_train = x_train.reshape(n, -1).to(dtype).contiguous()  # (n, d0)
@@ -311,7 +312,10 @@ class MLPEnsemble:
         )
 
         # Parameters: weights[l] (M, out, in), biases[l] (M, out); Adam moments alike.
-        nets = [build_mlp(self.sizes, seed=s, init_scale=init_scale, dtype=dtype) for s in seeds]
+        nets = [
+            build_mlp(self.sizes, seed=s, init_scale=a, dtype=dtype)
+            for s, a in zip(self.seeds, self.init_scales)
+        ]
         linears = [[mod for mod in net if isinstance(mod, nn.Linear)] for net in nets]
         self.weights = [
             torch.stack([lin[l].weight.detach() for lin in linears]) for l in range(self.n_layers)

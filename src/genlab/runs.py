@@ -28,7 +28,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from genlab.errors import CheckpointError, ConfigError, GenlabError, RunExists
 
@@ -99,6 +100,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def atomic_write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Tensors as one safetensors file, written atomically (parent folders created)."""
+    contiguous = {k: v.detach().contiguous() for k, v in tensors.items()}
+    atomic_write_bytes(path, safetensors_bytes(contiguous))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -187,10 +194,7 @@ def save_checkpoint(
     loads with ``weights_only=True``; ``latest.json`` is switched last, atomically."""
     paths.checkpoints.mkdir(parents=True, exist_ok=True)
     stem = f"step-{step:09d}"
-    tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
-    tmp = paths.checkpoints / f".{stem}.tmp.safetensors"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, paths.checkpoints / f"{stem}.safetensors")
+    atomic_write_safetensors(paths.checkpoints / f"{stem}.safetensors", tensors)
     tmp = paths.checkpoints / f".{stem}.tmp.pt"
     torch.save(state, tmp)
     os.replace(tmp, paths.checkpoints / f"{stem}.pt")

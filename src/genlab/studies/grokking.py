@@ -255,17 +255,12 @@ def make_stepper(cfg: GrokkingConfig, data: TaskData, members: list[Member]):
         sizes=sizes,
         seeds=[m.seed for m in members],
         weight_decays=[m.weight_decay for m in members],
+        init_scale=[m.alpha for m in members],
         lr=cfg.lr,
         loss=cfg.loss,
         batch_size=cfg.batch_size or None,
         betas=cfg.betas,
     )
-    # Each member's own alpha: every parameter times alpha after the default init, exactly
-    # what build_model(..., init_scale=alpha) does for a single network.
-    alphas = torch.tensor([m.alpha for m in members], dtype=ensemble.dtype)
-    with torch.no_grad():
-        for p in ensemble.params:
-            p.mul_(alphas.view(-1, *[1] * (p.dim() - 1)))
     return EnsembleStepper(ensemble)
 
 
