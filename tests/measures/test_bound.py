@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from genlab.measures import generalization_bound
+from genlab.measures import collapse_and_bound, generalization_bound, neural_collapse
 
 
 def reference(h: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray) -> dict:
@@ -140,3 +140,22 @@ def test_absent_class_and_equal_weights():
     assert float(r.pairwise[1, 2]) == 0.0
     ref = reference(h.numpy(), y.numpy(), w[:2].numpy(), b[:2].numpy())
     assert r.bound == pytest.approx(ref["bound"] + 0.5 * float(r.pairwise[0, 2]))
+
+
+def test_collapse_and_bound_equals_the_separate_measures_for_any_chunking():
+    # The meter's one-pass-pair version, and row chunks (float32 input converted per chunk)
+    # that split classes unevenly: the same numbers as the separate, unchunked calls.
+    h, y, w, b = gaussian_problem(n=500, seed=3)
+    nc_alone, bound_alone = neural_collapse(h, y, w, b), generalization_bound(h, y, w, b)
+    for chunk in (7, 128, 10_000):
+        nc, bound = collapse_and_bound(h, y, w, b, chunk_size=chunk)
+        assert bound.bound == pytest.approx(bound_alone.bound, rel=1e-12)
+        assert bound.bound_trace == pytest.approx(bound_alone.bound_trace, rel=1e-12)
+        assert bound.test_error == bound_alone.test_error
+        for name in nc.__dataclass_fields__:
+            assert getattr(nc, name) == pytest.approx(getattr(nc_alone, name), rel=1e-12), name
+    h32 = h.float()
+    ref = reference(h32.double().numpy(), y.numpy(), w.numpy(), b.numpy())
+    r = generalization_bound(h32, y, w, b, chunk_size=33)
+    assert r.bound == pytest.approx(ref["bound"], rel=1e-10)
+    assert r.test_error == ref["test_error"]

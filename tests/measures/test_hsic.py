@@ -9,7 +9,9 @@ from genlab.measures import (
     nhsic,
     nhsic_batch,
     normalized_gram,
+    normalized_grams,
     trace_product,
+    trace_products,
 )
 
 
@@ -108,3 +110,15 @@ def test_reused_normalized_grams_give_the_dense_reference():
     r_z = normalized_gram(torch.from_numpy(z))
     assert np.isclose(trace_product(r_x, r_z), np_nhsic(x, z), rtol=1e-9)
     assert np.isclose(trace_product(r_z, r_y), np_nhsic(z, y, labels=True), rtol=1e-9)
+
+
+def test_batched_normalized_grams_give_the_dense_reference_per_batch():
+    # Three batches of 25 at once (the meter's Z side) against the dense numpy form of each.
+    rng = np.random.default_rng(4)
+    x, z = rng.normal(size=(3, 25, 2, 6)), rng.normal(size=(3, 25, 7))
+    r_x, r_z = normalized_grams(torch.from_numpy(x)), normalized_grams(torch.from_numpy(z))
+    assert r_x.shape == r_z.shape == (3, 25, 25)
+    got = trace_products(r_x, r_z)
+    for j in range(3):
+        assert np.isclose(float(got[j]), np_nhsic(x[j].reshape(25, -1), z[j]), rtol=1e-9)
+        assert torch.allclose(r_z[j], normalized_gram(torch.from_numpy(z[j])), rtol=0, atol=1e-12)

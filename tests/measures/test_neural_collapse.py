@@ -89,10 +89,12 @@ def assert_matches(result: NeuralCollapse, ref: dict, rtol: float) -> None:
 
 def test_matches_explicit_reference_with_classifier():
     h, y, w, b = make_data()
-    result = neural_collapse(h, y, w, b)
     ref = reference(h.numpy(), y.numpy(), w.numpy(), b.numpy())
     assert set(ref) == {f for f in NeuralCollapse.__dataclass_fields__}
-    assert_matches(result, ref, rtol=1e-9)
+    # One chunk, and row chunks of 37 that split every class across chunks.
+    for chunk_size in (2048, 37):
+        result = neural_collapse(h, y, w, b, chunk_size=chunk_size)
+        assert_matches(result, ref, rtol=1e-9)
     # The data is noisy enough that NC4 is neither trivially 0 nor 1.
     assert 0.05 < result.nc4 < 0.95
 
@@ -168,10 +170,11 @@ def test_large_common_offset_keeps_precision():
     acc = NeuralCollapseAccumulator(3, 8)
     for chunk in range(0, 300, 64):
         acc.update(h[chunk : chunk + 64], y[chunk : chunk + 64])
-    r = acc.compute()
     ref = reference(h.numpy(), y.numpy())
-    assert r.within_class_variance == pytest.approx(ref["within_class_variance"], rel=1e-7)
-    assert r.nc1 == pytest.approx(ref["nc1"], rel=1e-6)
+    # The one-pass accumulator and the in-memory two-pass function, both against the loops.
+    for r in (acc.compute(), neural_collapse(h, y)):
+        assert r.within_class_variance == pytest.approx(ref["within_class_variance"], rel=1e-7)
+        assert r.nc1 == pytest.approx(ref["nc1"], rel=1e-6)
 
 
 def test_nc4_needs_second_pass_and_freezes_means():
@@ -201,3 +204,15 @@ def test_input_validation():
         acc.compute()
     acc.update(torch.randn(5, 4), torch.ones(5, dtype=torch.long))
     assert math.isfinite(acc.compute().nc1)
+
+
+def test_in_memory_input_validation():
+    h, y, w, _ = make_data(n=50, d=12, k=5, seed=5)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        neural_collapse(h, y[:-1])
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        neural_collapse(h, y, num_classes=3)
+    with pytest.raises(ValueError, match="weight must have shape"):
+        neural_collapse(h, y, weight=w[:, :5])
+    with pytest.raises(ValueError, match="two classes"):
+        neural_collapse(h, torch.zeros_like(y), num_classes=5)

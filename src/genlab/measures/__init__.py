@@ -10,7 +10,9 @@ from genlab.measures.hsic import (
     nhsic,
     nhsic_batch,
     normalized_gram,
+    normalized_grams,
     trace_product,
+    trace_products,
 )
 from genlab.measures.mutual_information import (
     MutualInformation,
@@ -20,6 +22,7 @@ from genlab.measures.mutual_information import (
 from genlab.measures.neural_collapse import (
     NeuralCollapse,
     NeuralCollapseAccumulator,
+    collapse_and_bound,
     neural_collapse,
 )
 
@@ -28,6 +31,7 @@ __all__ = [
     "MutualInformation",
     "NeuralCollapse",
     "NeuralCollapseAccumulator",
+    "collapse_and_bound",
     "gaussian_kernel",
     "generalization_bound",
     "knn_entropy",
@@ -36,5 +40,7 @@ __all__ = [
     "nhsic",
     "nhsic_batch",
     "normalized_gram",
+    "normalized_grams",
     "trace_product",
+    "trace_products",
 ]

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import torch
 
+from genlab.measures._class_stats import DEFAULT_CHUNK_ROWS, ClassStatistics, class_statistics
+
 __all__ = ["GeneralizationBound", "generalization_bound"]
 
 
@@ -83,12 +85,14 @@ def generalization_bound(
     labels: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None = None,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_ROWS,
 ) -> GeneralizationBound:
     """Theorem 3.2 of Sakamoto & Sato on features (N, d), labels (N,), weight (K, d), bias (K,).
 
     See the module docstring for the formulas. A pair with w_c = w_k has no direction: its
     logit difference is the constant b_c - b_k, so its term is 1 if b_c <= b_k else 0 (margin
-    reported as nan).
+    reported as nan). Float32 features are converted to float64 ``chunk_size`` rows at a time.
     """
     if features_test.ndim != 2:
         raise ValueError(f"features must have shape (N, d), got {tuple(features_test.shape)}")
@@ -98,54 +102,64 @@ def generalization_bound(
     k = weight.shape[0]
     if labels.shape != (n,):
         raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
-    device = features_test.device
+    if n == 0:
+        raise ValueError("no samples")
+    if int(labels.min()) < 0 or int(labels.max()) >= k:
+        raise ValueError(f"labels must lie in [0, {k})")
+    stats = class_statistics(features_test, labels, k, weight, chunk_size=chunk_size)
+    return bound_from_statistics(stats, labels, weight, bias)
+
+
+def bound_from_statistics(
+    stats: ClassStatistics,
+    labels: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> GeneralizationBound:
+    """The bound from the class statistics of validated features (with their logits)."""
     f64 = torch.float64
-    h = features_test.detach().to(f64)
+    logits = stats.logits
+    device = logits.device
+    n, k = logits.shape
     y = labels.detach().to(device=device, dtype=torch.long)
     w = weight.detach().to(device=device, dtype=f64)
     b = torch.zeros(k, dtype=f64, device=device) if bias is None else bias.detach().to(device, f64)
-    if n == 0:
-        raise ValueError("no samples")
-    if int(y.min()) < 0 or int(y.max()) >= k:
-        raise ValueError(f"labels must lie in [0, {k})")
-
-    test_error = float((torch.argmax(h @ w.T + b, dim=1) != y).to(f64).mean())
-
-    scale = float(torch.linalg.vector_norm(h, dim=1).max())
-    h_tilde = h / scale if scale > 0 else h
-    b_tilde = b / scale if scale > 0 else b
-
-    counts = torch.bincount(y, minlength=k)
+    counts = stats.counts
     priors = counts.to(f64) / n
-    nan = torch.full((k, k), float("nan"), dtype=f64, device=device)
-    pairwise, pairwise_trace = nan.clone(), nan.clone()
-    margins, variances = nan.clone(), nan.clone()
+    per_count = counts.clamp(min=1).to(f64)[:, None]
+    onehot = torch.nn.functional.one_hot(y, k).to(f64)  # class sums as onehot^T @ (...)
+    scale = stats.max_norm
+    s = scale if scale > 0 else 1.0  # h~ = h / s and b~ = b / s
 
-    for c in torch.nonzero(counts).flatten().tolist():
-        hc = h_tilde[y == c]
-        diff = w[c] - w  # (K, d): row k is w_c - w_k
-        norm = torch.linalg.vector_norm(diff, dim=1)
-        ok = norm > 0
-        u = diff / torch.where(ok, norm, torch.ones_like(norm))[:, None]
-        proj = hc @ u.T  # (n_c, K): u_ck . h~_i
-        mean = proj.mean(0)
-        # Centered before squaring: the variance of a projection with a large mean.
-        var = ((proj - mean) ** 2).mean(0)
-        margin = mean + (b_tilde[c] - b_tilde) / torch.where(ok, norm, torch.ones_like(norm))
-        total_var = ((hc - hc.mean(0)) ** 2).sum(1).mean()
-        term = _cantelli(margin, var)
-        term_trace = _cantelli(margin, total_var.expand_as(var))
-        constant = (b[c] - b <= 0).to(f64)  # w_c == w_k: decided by the biases alone
-        term = torch.where(ok, term, constant)
-        term_trace = torch.where(ok, term_trace, constant)
-        term[c] = 0.0
-        term_trace[c] = 0.0
-        pairwise[c] = term
-        pairwise_trace[c] = term_trace
-        margins[c] = torch.where(ok, margin, torch.full_like(margin, float("nan")))
-        margins[c, c] = float("nan")
-        variances[c] = var
-        variances[c, c] = float("nan")
+    # All pairs at once from the logits: for sample i of class c = y_i, the projection on
+    # w_c - w_k is G_ic - G_ik with G = h W^T, so the per-class means and (centered) variances
+    # along every direction u_ck are class-wise sums over an (N, K) matrix.
+    test_error = float((torch.argmax(logits + b, dim=1) != y).to(f64).mean())
+    gap = logits.gather(1, y[:, None]) - logits  # (N, K): (w_{y_i} - w_k) . h_i
+    gap_mean = (onehot.T @ gap) / per_count  # (K, K): row c the class-c means
+    # Centered before squaring: the variance of a projection with a large mean.
+    gap_var = (onehot.T @ (gap - onehot @ gap_mean) ** 2) / per_count
+    norm = torch.linalg.vector_norm(w[:, None, :] - w[None, :, :], dim=2)  # ||w_c - w_k||
+    ok = norm > 0
+    unit = s * torch.where(ok, norm, torch.ones_like(norm))  # rescaling and unit direction
+    margin = (gap_mean + (b[:, None] - b[None, :])) / unit
+    var = gap_var / unit**2
+    # E ||h~ - E[h~ | c]||^2 given c, from the residuals to the class means.
+    total_var = (onehot.T @ stats.residual_sq) / per_count[:, 0] / s**2
+    total_var = total_var[:, None].expand(k, k)
+
+    constant = (b[:, None] - b[None, :] <= 0).to(f64)  # w_c == w_k: decided by the biases alone
+    off_diagonal = ~torch.eye(k, dtype=torch.bool, device=device)
+    present = (counts > 0)[:, None] & off_diagonal
+    nan = torch.full((k, k), float("nan"), dtype=f64, device=device)
+    pairwise = torch.where(ok, _cantelli(margin, var), constant)
+    pairwise_trace = torch.where(ok, _cantelli(margin, total_var), constant)
+    pairwise = torch.where(present, pairwise, nan)
+    pairwise_trace = torch.where(present, pairwise_trace, nan)
+    pairwise.diagonal()[counts > 0] = 0.0
+    pairwise_trace.diagonal()[counts > 0] = 0.0
+    margins = torch.where(present & ok, margin, nan)
+    variances = torch.where(present, var, nan)
 
     per_class = pairwise.sum(1)
     present = counts > 0

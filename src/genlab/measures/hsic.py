@@ -19,7 +19,15 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["gaussian_kernel", "nhsic", "nhsic_batch", "normalized_gram", "trace_product"]
+__all__ = [
+    "gaussian_kernel",
+    "nhsic",
+    "nhsic_batch",
+    "normalized_gram",
+    "normalized_grams",
+    "trace_product",
+    "trace_products",
+]
 
 
 def gaussian_kernel(a: torch.Tensor, sigma: float = 5.0) -> torch.Tensor:
@@ -27,13 +35,19 @@ def gaussian_kernel(a: torch.Tensor, sigma: float = 5.0) -> torch.Tensor:
 
     K_ij = exp(-||a_i - a_j||^2 / (2 sigma^2 D)), D = prod(a.shape[1:]).
     """
-    flat = a.detach().reshape(a.shape[0], -1).to(torch.float64)
-    dim = flat.shape[1]
-    sq = (flat * flat).sum(1)
+    return _gaussian(a.detach().reshape(a.shape[0], -1).to(torch.float64), sigma)
+
+
+def _gaussian(flat: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian Gram matrices (..., m, m) of float64 sample rows (..., m, D)."""
+    dim = flat.shape[-1]
+    sq = (flat * flat).sum(-1)
     # The ||a||^2 + ||b||^2 - 2 a.b expansion can round slightly below zero; exact zero on the
     # diagonal keeps K_ii = 1.
-    dist2 = (sq[:, None] + sq[None, :] - 2.0 * flat @ flat.T).clamp(min=0.0)
-    dist2.fill_diagonal_(0.0)
+    dist2 = (sq[..., :, None] + sq[..., None, :] - 2.0 * flat @ flat.transpose(-1, -2)).clamp(
+        min=0.0
+    )
+    dist2.diagonal(dim1=-2, dim2=-1).zero_()
     return torch.exp(-dist2 / (2.0 * sigma**2 * dim))
 
 
@@ -48,8 +62,9 @@ def _label_gram(z: torch.Tensor, num_classes: int | None) -> torch.Tensor:
 
 
 def _normalized(gram: torch.Tensor, eps: float) -> torch.Tensor:
-    """R = G (G + eps m I)^-1 solved as a linear system (X A = G), never as an inverse."""
-    m = gram.shape[0]
+    """R = G (G + eps m I)^-1 solved as a linear system (X A = G), never as an inverse; G may
+    carry leading batch dimensions (..., m, m)."""
+    m = gram.shape[-1]
     eye = torch.eye(m, dtype=gram.dtype, device=gram.device)
     return torch.linalg.solve(gram + eps * m * eye, gram, left=False)
 
@@ -72,9 +87,22 @@ def normalized_gram(
     return _normalized(k - k.mean(dim=1, keepdim=True), eps)
 
 
+def normalized_grams(a: torch.Tensor, sigma: float = 5.0, eps: float = 1e-5) -> torch.Tensor:
+    """:func:`normalized_gram` of each of B batches a (B, m, ...) of a Gaussian-kernel side at
+    once: (B, m, m), one batched kernel product and one batched solve."""
+    flat = a.detach().reshape(a.shape[0], a.shape[1], -1).to(torch.float64)
+    k = _gaussian(flat, sigma)
+    return _normalized(k - k.mean(dim=-1, keepdim=True), eps)
+
+
 def trace_product(r_a: torch.Tensor, r_b: torch.Tensor) -> float:
     """tr(R_a R_b) = sum_ij (R_a)_ij (R_b)_ji, without the matrix product."""
     return float((r_a * r_b.T).sum())
+
+
+def trace_products(r_a: torch.Tensor, r_b: torch.Tensor) -> torch.Tensor:
+    """tr(R_a[j] R_b[j]) for each of the stacked matrices (B, m, m): a (B,) tensor."""
+    return (r_a * r_b.transpose(-1, -2)).sum((-2, -1))
 
 
 def nhsic_batch(

@@ -1,4 +1,9 @@
-"""Neural-collapse measures of penultimate features, accumulated in one pass over batches.
+"""Neural-collapse measures of penultimate features, in float64.
+
+Two implementations of the same measures, tested against each other and against a loop
+reference: :func:`neural_collapse` for features in memory (two exact passes, O(N d K)) and
+:class:`NeuralCollapseAccumulator` for features streamed in batches (one pass over shifted
+moments, O(N d^2), plus a second pass for NC4).
 
 Notation: features h_i in R^d (i = 1..N) with labels y_i, class counts n_c, class means
 mu_c, class frequencies pi_c = n_c / N, the data-weighted global mean mu_G = sum_c pi_c mu_c,
@@ -26,6 +31,9 @@ Measures (Papyan, Han & Donoho 2020, "Prevalence of neural collapse ..."; Sakamo
 * ``nc4`` = fraction of samples with argmax_k (W h + b)_k != argmin_c ||h - mu_c||
 
 All standard deviations are population ones (ddof = 0), as in Papyan et al.'s code.
+Papyan's NC1 only needs Sigma_W's quadratic forms along the at most C - 1 directions that
+span Sigma_B (see ``sigma_b_directions`` in ``_class_stats``), which is what lets the in-memory path skip the
+d x d matrix.
 """
 
 from __future__ import annotations
@@ -35,7 +43,20 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["NeuralCollapse", "NeuralCollapseAccumulator", "neural_collapse"]
+from genlab.measures._class_stats import (
+    DEFAULT_CHUNK_ROWS,
+    ClassStatistics,
+    class_statistics,
+    sigma_b_directions,
+)
+from genlab.measures.bound import GeneralizationBound, bound_from_statistics
+
+__all__ = [
+    "NeuralCollapse",
+    "NeuralCollapseAccumulator",
+    "collapse_and_bound",
+    "neural_collapse",
+]
 
 
 @dataclass(frozen=True)
@@ -212,81 +233,153 @@ class NeuralCollapseAccumulator:
         if not self._state_ready or int(self._counts.sum()) == 0:
             raise RuntimeError("compute() before any update()")
         ids, n, means = self._means()
-        num_classes = int(ids.numel())
-        if num_classes < 2:
-            raise ValueError("neural collapse needs samples of at least two classes")
+        _check_classes(int(ids.numel()), self.dim)
         total = n.sum()
-        num_samples = int(total)
-
         # Within-class scatter from the shifted moments (see the class docstring).
         a = self._shifted_sums[ids] / n[:, None]
         scatter = self._second_moment - (a * n[:, None]).T @ a
         sigma_w = 0.5 * (scatter + scatter.T) / total
-        # Rounding can leave a tiny negative trace when features are fully collapsed.
-        within = max(float(torch.trace(sigma_w)), 0.0)
-
-        global_mean = (n[:, None] * means).sum(0) / total
-        centered = means - global_mean
-        center_norms = torch.linalg.vector_norm(centered, dim=1)
-        between = float(((n / total) * center_norms**2).sum())
-        mean_norm = float(self._norm_sum / total)
-
-        # NC2 condition number of the uncentered means.
-        if num_classes > self.dim:
-            raise ValueError(
-                f"nc2_cond needs num_classes <= dim (C x d mean matrix of full row rank), "
-                f"got {num_classes} classes in dimension {self.dim}"
-            )
-        sv = torch.linalg.svdvals(means)
-        nc2_cond = _ratio(float(sv[0]), float(sv[-1]))
-
-        # Papyan's NC1 = (1/C) tr(Sigma_W Sigma_B^+). With Mb = means - mu_bar = U S V^T,
-        # Sigma_B = V diag(S^2 / C) V^T, so the trace is sum_r v_r^T Sigma_W v_r / s_r^2.
-        mb = means - means.mean(0)
-        _, s, vh = torch.linalg.svd(mb, full_matrices=False)
-        keep = s > pinv_rtol * s[0]
-        keep[num_classes - 1 :] = False  # rank(Sigma_B) <= C - 1
-        if bool(keep.any()):
-            v = vh[keep]
-            nc1 = float(((v @ sigma_w * v).sum(1) / s[keep] ** 2).sum())
-        else:  # all class means equal: no between-class spread at all
-            nc1 = _ratio(within, 0.0)
-
-        equinorm = _ratio(float(center_norms.std(correction=0)), float(center_norms.mean()))
-        unit = centered / center_norms[:, None]
-        cos = unit @ unit.T
-        off = cos[~torch.eye(num_classes, dtype=torch.bool, device=cos.device)]
-        equiangularity = float(off.std(correction=0))
-        max_angle = float((off + 1.0 / (num_classes - 1)).abs().mean())
-
-        nc3 = None
-        if weight is not None:
-            if weight.shape != (self.num_classes, self.dim):
-                raise ValueError(
-                    f"weight must have shape ({self.num_classes}, {self.dim}), "
-                    f"got {tuple(weight.shape)}"
-                )
-            w = weight.detach().to(device=self._device, dtype=torch.float64)[ids]
-            diff = w / torch.linalg.norm(w) - centered / torch.linalg.norm(centered)
-            nc3 = float((diff**2).sum())
-
+        within = float(torch.trace(sigma_w))
+        v, s = sigma_b_directions(means, pinv_rtol)
+        nc1 = float(((v @ sigma_w * v).sum(1) / s**2).sum()) if len(s) else _ratio(within, 0.0)
         nc4 = self._nc4_mismatch / self._nc4_count if self._nc4_count else None
-        return NeuralCollapse(
-            num_samples=num_samples,
-            num_classes=num_classes,
-            within_class_variance=within,
-            between_class_variance=between,
-            nc1_trace=_ratio(within, between),
-            rnc1=_ratio(within, mean_norm**2),
-            mean_feature_norm=mean_norm,
+        return _measures(
+            ids,
+            n,
+            means,
+            within=within,
             nc1=nc1,
-            nc2_cond=nc2_cond,
-            equinorm=equinorm,
-            equiangularity=equiangularity,
-            max_angle=max_angle,
-            nc3=nc3,
+            mean_norm=float(self._norm_sum / total),
+            dim=self.dim,
+            num_classes=self.num_classes,
+            weight=weight,
             nc4=nc4,
         )
+
+
+def _check_classes(num_present: int, dim: int) -> None:
+    if num_present < 2:
+        raise ValueError("neural collapse needs samples of at least two classes")
+    if num_present > dim:
+        raise ValueError(
+            f"nc2_cond needs num_classes <= dim (C x d mean matrix of full row rank), "
+            f"got {num_present} classes in dimension {dim}"
+        )
+
+
+def _measures(
+    ids: torch.Tensor,
+    n: torch.Tensor,
+    means: torch.Tensor,
+    *,
+    within: float,
+    nc1: float,
+    mean_norm: float,
+    dim: int,
+    num_classes: int,
+    weight: torch.Tensor | None,
+    nc4: float | None,
+) -> NeuralCollapse:
+    """Every measure from the present class ids, their counts n (float64) and means (C, d), the
+    within-class variance tr(Sigma_W), Papyan's NC1 and the mean feature norm. Shared by the
+    one-pass accumulator and the in-memory two-pass :func:`neural_collapse`."""
+    num_present = int(ids.numel())
+    total = n.sum()
+    # Rounding can leave a tiny negative value when features are fully collapsed.
+    within = max(within, 0.0)
+
+    global_mean = (n[:, None] * means).sum(0) / total
+    centered = means - global_mean
+    center_norms = torch.linalg.vector_norm(centered, dim=1)
+    between = float(((n / total) * center_norms**2).sum())
+
+    # NC2 condition number of the uncentered means.
+    sv = torch.linalg.svdvals(means)
+    nc2_cond = _ratio(float(sv[0]), float(sv[-1]))
+
+    equinorm = _ratio(float(center_norms.std(correction=0)), float(center_norms.mean()))
+    unit = centered / center_norms[:, None]
+    cos = unit @ unit.T
+    off = cos[~torch.eye(num_present, dtype=torch.bool, device=cos.device)]
+    equiangularity = float(off.std(correction=0))
+    max_angle = float((off + 1.0 / (num_present - 1)).abs().mean())
+
+    nc3 = None
+    if weight is not None:
+        if weight.shape != (num_classes, dim):
+            raise ValueError(
+                f"weight must have shape ({num_classes}, {dim}), got {tuple(weight.shape)}"
+            )
+        w = weight.detach().to(device=means.device, dtype=torch.float64)[ids]
+        diff = w / torch.linalg.norm(w) - centered / torch.linalg.norm(centered)
+        nc3 = float((diff**2).sum())
+
+    return NeuralCollapse(
+        num_samples=int(total),
+        num_classes=num_present,
+        within_class_variance=within,
+        between_class_variance=between,
+        nc1_trace=_ratio(within, between),
+        rnc1=_ratio(within, mean_norm**2),
+        mean_feature_norm=mean_norm,
+        nc1=nc1,
+        nc2_cond=nc2_cond,
+        equinorm=equinorm,
+        equiangularity=equiangularity,
+        max_angle=max_angle,
+        nc3=nc3,
+        nc4=nc4,
+    )
+
+
+def _check_inputs(
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int, weight: torch.Tensor | None
+) -> None:
+    if features.ndim != 2:
+        raise ValueError(f"features must have shape (N, d), got {tuple(features.shape)}")
+    num, dim = features.shape
+    if labels.shape != (num,):
+        raise ValueError(f"labels must have shape ({num},), got {tuple(labels.shape)}")
+    if weight is not None and weight.shape != (num_classes, dim):
+        raise ValueError(
+            f"weight must have shape ({num_classes}, {dim}), got {tuple(weight.shape)}"
+        )
+    if num == 0:
+        raise ValueError("neural collapse needs samples of at least two classes")
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes})")
+    present = int((torch.bincount(labels.long(), minlength=num_classes) > 0).sum())
+    _check_classes(present, dim)
+
+
+def _from_statistics(
+    stats: ClassStatistics, bias: torch.Tensor | None, weight: torch.Tensor | None
+) -> NeuralCollapse:
+    f64 = torch.float64
+    ids = torch.nonzero(stats.counts).flatten()
+    n = stats.counts[ids].to(f64)
+    total = float(n.sum())
+    within = float(stats.residual_sq.sum()) / total
+    s = stats.singular
+    nc1 = float((stats.along / total / s**2).sum()) if len(s) else _ratio(within, 0.0)
+    nc4 = None
+    if stats.logits is not None:
+        logits = stats.logits
+        if bias is not None:
+            logits = logits + bias.detach().to(device=logits.device, dtype=f64)
+        nc4 = float((logits.argmax(dim=1) != stats.nearest).to(f64).mean())
+    return _measures(
+        ids,
+        n,
+        stats.means[ids],
+        within=within,
+        nc1=nc1,
+        mean_norm=stats.norm_sum / total,
+        dim=stats.means.shape[1],
+        num_classes=stats.means.shape[0],
+        weight=weight,
+        nc4=nc4,
+    )
 
 
 def neural_collapse(
@@ -297,25 +390,47 @@ def neural_collapse(
     num_classes: int | None = None,
     *,
     pinv_rtol: float = 1e-6,
+    chunk_size: int = DEFAULT_CHUNK_ROWS,
 ) -> NeuralCollapse:
     """Neural-collapse measures of all features (N, d) with labels (N,) at once.
 
-    A thin wrapper of :class:`NeuralCollapseAccumulator`. With the classifier ``weight`` (K, d)
-    (and optional ``bias`` (K,)) it also reports NC3 and NC4; for NC4 the features, already in
-    memory, serve as the second pass with logits = h W^T + b. ``num_classes`` defaults to
-    weight.shape[0], else to labels.max() + 1.
+    With the features in memory there is no need for the accumulator's d x d second moment
+    (O(N d^2)): two exact passes in float64 do it in O(N d K) (see
+    ``_class_stats.class_statistics``). Pass 1 gives the class means (and the logits); pass 2
+    the residuals r_i = h_i - mu_{y_i}, whose squared norm is the within-class variance, whose
+    projections on the at most C - 1 directions of Sigma_B give Papyan's NC1, and from which
+    the nearest class mean follows (NC4). Centering before squaring keeps full precision in
+    the collapsed regime. Float32 features are converted ``chunk_size`` rows at a time.
+
+    With the classifier ``weight`` (K, d) (and optional ``bias`` (K,)) it also reports NC3 and
+    NC4 (logits = h W^T + b). ``num_classes`` defaults to weight.shape[0], else to
+    labels.max() + 1. For features streamed in batches use :class:`NeuralCollapseAccumulator`;
+    with the bound on the same features use :func:`genlab.measures.collapse_and_bound`.
     """
     if num_classes is None:
         num_classes = int(weight.shape[0]) if weight is not None else int(labels.max()) + 1
-    if features.ndim != 2:
-        raise ValueError(f"features must have shape (N, d), got {tuple(features.shape)}")
-    acc = NeuralCollapseAccumulator(num_classes, features.shape[1], device=features.device)
-    acc.update(features, labels)
-    if weight is not None:
-        h = features.detach().to(device=acc._device, dtype=torch.float64)
-        w = weight.detach().to(device=acc._device, dtype=torch.float64)
-        logits = h @ w.T
-        if bias is not None:
-            logits = logits + bias.detach().to(device=acc._device, dtype=torch.float64)
-        acc.update_nc4(features, logits)
-    return acc.compute(weight=weight, pinv_rtol=pinv_rtol)
+    _check_inputs(features, labels, num_classes, weight)
+    stats = class_statistics(
+        features, labels, num_classes, weight, pinv_rtol=pinv_rtol, chunk_size=chunk_size
+    )
+    return _from_statistics(stats, bias, weight)
+
+
+def collapse_and_bound(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    pinv_rtol: float = 1e-6,
+    chunk_size: int = DEFAULT_CHUNK_ROWS,
+) -> tuple[NeuralCollapse, GeneralizationBound]:
+    """``(neural_collapse(...), generalization_bound(...))`` of the same features, labels and
+    classifier, from one pair of passes over the features instead of two (both measures are
+    built from the same class statistics)."""
+    num_classes = int(weight.shape[0])
+    _check_inputs(features, labels, num_classes, weight)
+    stats = class_statistics(
+        features, labels, num_classes, weight, pinv_rtol=pinv_rtol, chunk_size=chunk_size
+    )
+    return _from_statistics(stats, bias, weight), bound_from_statistics(stats, labels, weight, bias)

@@ -34,11 +34,12 @@ from genlab.data.modular import make_modular_data
 from genlab.ensemble import MLPEnsemble
 from genlab.errors import ConfigError
 from genlab.measures import (
-    generalization_bound,
+    collapse_and_bound,
     mutual_information_compressed,
     neural_collapse,
     normalized_gram,
-    trace_product,
+    normalized_grams,
+    trace_products,
 )
 from genlab.models.modular_transformer import (
     ModularTransformer,
@@ -209,7 +210,7 @@ class EnsembleStepper:
     # What the meter needs, for all members at once.
     def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Penultimate features (M, N, d) and logits (M, N, K)."""
-        return self.ensemble.features(x, chunk_size=4096)
+        return self.ensemble.features(x, chunk_size=1024)
 
     def heads(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Last-layer weight (M, K, d) and bias (M, K)."""
@@ -311,17 +312,21 @@ class GrokkingMeter:
         if x.dtype == torch.long:
             x = F.one_hot(x, int(x.max()) + 1).flatten(1)
         self.x_flat = x.float()
-        # The X and Y sides of nHSIC never change: their normalized Gram matrices are computed
-        # once per batch of 100 here, and each logged step only builds the Z side.
-        batches = [slice(i, i + 100) for i in range(0, self.n_hsic, 100)]
-        self.hsic_batches = [
-            (
-                j,
-                normalized_gram(self.x_flat[j]),
-                normalized_gram(data.y_test[j], label_kernel=True, num_classes=data.num_classes),
+        # The X and Y sides of nHSIC never change: their normalized Gram matrices, one per
+        # batch of 100, are computed once here (stacked (B, 100, 100)); each logged step only
+        # builds the Z side, all batches in one batched solve.
+        n_batches = self.n_hsic // 100
+        self.hsic_r_x = self.hsic_r_y = None
+        if n_batches:
+            self.hsic_r_x = normalized_grams(self.x_flat[: self.n_hsic].view(n_batches, 100, -1))
+            self.hsic_r_y = torch.stack(
+                [
+                    normalized_gram(
+                        data.y_test[i : i + 100], label_kernel=True, num_classes=data.num_classes
+                    )
+                    for i in range(0, self.n_hsic, 100)
+                ]
             )
-            for j in batches
-        ]
 
     def __call__(self, loop: TrainLoop) -> None:
         d, stepper, step = self.data, loop.stepper, loop.step
@@ -336,6 +341,15 @@ class GrokkingMeter:
         acc_tr = (l_tr.argmax(-1) == d.y_train).double().mean(-1)
         acc_te = (l_te.argmax(-1) == d.y_test).double().mean(-1)
         k = d.num_classes
+        nhsic_zx = nhsic_zy = None
+        if self.hsic_r_x is not None:
+            # nhsic(x, z) and nhsic(z, y, label_kernel=True) averaged over the batches, for every
+            # member at once: one batched solve over (members x batches) Gram matrices.
+            n_members, n_batches = f_te.shape[0], self.hsic_r_x.shape[0]
+            r_z = normalized_grams(f_te[:, : self.n_hsic].reshape(n_members * n_batches, 100, -1))
+            r_z = r_z.view(n_members, n_batches, 100, 100)
+            nhsic_zx = trace_products(self.hsic_r_x, r_z).mean(-1).tolist()
+            nhsic_zy = trace_products(r_z, self.hsic_r_y).mean(-1).tolist()
         for m, member in enumerate(self.members):
             tag = {
                 "member": member.label,
@@ -343,22 +357,13 @@ class GrokkingMeter:
                 "weight_decay": member.weight_decay,
                 "seed": member.seed,
             }
-            # Every measure works in float64: convert each member's features once, not once
-            # per measure (and not the whole (M, N, d) stack at once: it would not fit cache).
-            feat_tr, feat_te = f_tr[m].double(), f_te[m].double()
+            # The measures convert row chunks to float64 themselves (in cache): pass float32.
+            feat_tr, feat_te = f_tr[m], f_te[m]
             nc_tr = neural_collapse(feat_tr, d.y_train, w[m], b[m], num_classes=k)
-            nc_te = neural_collapse(feat_te, d.y_test, w[m], b[m], num_classes=k)
-            bound = generalization_bound(feat_te, d.y_test, w[m], b[m])
+            nc_te, bound = collapse_and_bound(feat_te, d.y_test, w[m], b[m])
             extra = {}
-            if self.hsic_batches:
-                # nhsic(x, z) and nhsic(z, y, label_kernel=True), averaged over the batches.
-                zx = zy = 0.0
-                for j, r_x, r_y in self.hsic_batches:
-                    r_z = normalized_gram(feat_te[j])
-                    zx += trace_product(r_x, r_z)
-                    zy += trace_product(r_z, r_y)
-                extra["nhsic_zx"] = zx / len(self.hsic_batches)
-                extra["nhsic_zy"] = zy / len(self.hsic_batches)
+            if nhsic_zx is not None:
+                extra.update(nhsic_zx=nhsic_zx[m], nhsic_zy=nhsic_zy[m])
             if step in self.mi_steps:
                 n = min(self.cfg.mi_samples, d.y_test.shape[0])
                 try:
