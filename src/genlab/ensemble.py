@@ -345,21 +345,34 @@ class MLPEnsemble:
 
     # ---- forward --------------------------------------------------------------------------------
 
-    def _linear(self, l: int, h: torch.Tensor) -> torch.Tensor:
-        """Layer l on h: (M, B, in) per-member inputs, or (B, in) shared by all members."""
+    def _linear(self, l: int, h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Layer l on h: (M, B, in) per-member inputs, or (B, in) shared by all members; written
+        into ``out`` when given ((B, M*out) for shared inputs, else (M, B, out))."""
         w, b = self.weights[l], self.biases[l]  # (M, out, in), (M, out)
         m, d_out, d_in = w.shape
         if h.dim() == 2:  # shared input: one (B, in) @ (in, M*out) matmul
-            z = torch.addmm(b.reshape(1, m * d_out), h, w.reshape(m * d_out, d_in).t())
+            z = torch.addmm(b.reshape(1, m * d_out), h, w.reshape(m * d_out, d_in).t(), out=out)
             return z.view(-1, m, d_out).transpose(0, 1)  # (M, B, out)
-        return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))  # (M, B, out)
+        return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2), out=out)  # (M, B, out)
 
-    def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """[x, h_1, ..., h_{L-1}, logits]: inputs, post-ReLU hidden activations, logits."""
+    def _forward(self, x: torch.Tensor, buffers: dict | None = None) -> list[torch.Tensor]:
+        """[x, h_1, ..., h_{L-1}, logits]: inputs, post-ReLU hidden activations, logits.
+
+        With ``buffers`` (a dict kept across calls on chunks of at most the first chunk's
+        size), each layer's output goes into a buffer allocated once: fresh multi-MB tensors
+        per chunk cost page faults that showed up as a tenth of the forward pass's time."""
         acts = [x]
         h = x
         for l in range(self.n_layers):
-            h = self._linear(l, h)
+            out = None
+            if buffers is not None:
+                rows = x.shape[-2]
+                shape = (rows, self.n_members * self.sizes[l + 1]) if h.dim() == 2 else None
+                shape = shape or (self.n_members, rows, self.sizes[l + 1])
+                if l not in buffers:
+                    buffers[l] = torch.empty(shape, dtype=self.dtype, device=x.device)
+                out = buffers[l][:rows] if h.dim() == 2 else buffers[l][:, :rows]
+            h = self._linear(l, h, out)
             if l < self.n_layers - 1:
                 h = h.relu_()
             acts.append(h)
@@ -392,8 +405,9 @@ class MLPEnsemble:
         feats = torch.empty(self.n_members, n, self.sizes[-2], dtype=self.dtype)
         logits = torch.empty(self.n_members, n, self.sizes[-1], dtype=self.dtype)
         step = n if chunk_size is None else max(1, int(chunk_size))
+        buffers: dict = {}  # per-layer outputs, reused by every chunk
         for i in range(0, n, step):
-            acts = self._forward(x[..., i : i + step, :])
+            acts = self._forward(x[..., i : i + step, :], buffers)
             feats[:, i : i + step] = acts[-2]
             logits[:, i : i + step] = acts[-1]
         return feats, logits

@@ -34,6 +34,11 @@ def test_onsets_on_a_hand_made_grokking_curve():
     # 10% below the peak 4 is 3.6: first reached at step 2000; halfway from the peak to the
     # final 0.04 is 2.02: first at or below it at step 5000
     assert res["rnc1_start"] == 2000 and res["rnc1_fall"] == 5000
+    assert res["rnc1_end_to_peak"] == 0.01
+    # A contraction that stops at 0.7x the peak: no RNC1 onsets, but how far it got is kept.
+    res = onsets(train, {**test, "rnc1": np.array([1.0, 2.0, 4.0, 4.0, 3.5, 3.0, 2.8, 2.8])})
+    assert res["rnc1_start"] is None and res["rnc1_fall"] is None
+    assert math.isclose(res["rnc1_end_to_peak"], 0.7)
 
 
 def test_onsets_without_a_rise_or_a_fit():

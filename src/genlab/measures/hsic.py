@@ -41,7 +41,7 @@ def gaussian_kernel(a: torch.Tensor, sigma: float = 5.0) -> torch.Tensor:
 def _gaussian(flat: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian Gram matrices (..., m, m) of float64 sample rows (..., m, D)."""
     dim = flat.shape[-1]
-    sq = (flat * flat).sum(-1)
+    sq = torch.linalg.vector_norm(flat, dim=-1).square()
     # The ||a||^2 + ||b||^2 - 2 a.b expansion can round slightly below zero; exact zero on the
     # diagonal keeps K_ii = 1.
     dist2 = (sq[..., :, None] + sq[..., None, :] - 2.0 * flat @ flat.transpose(-1, -2)).clamp(
