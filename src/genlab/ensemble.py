@@ -366,12 +366,14 @@ class MLPEnsemble:
         for l in range(self.n_layers):
             out = None
             if buffers is not None:
-                rows = x.shape[-2]
-                shape = (rows, self.n_members * self.sizes[l + 1]) if h.dim() == 2 else None
-                shape = shape or (self.n_members, rows, self.sizes[l + 1])
+                rows, width = x.shape[-2], self.sizes[l + 1]
+                shared = h.dim() == 2  # _linear's output layouts: (B, M*out) or (M, B, out)
                 if l not in buffers:
+                    shape = (
+                        (rows, self.n_members * width) if shared else (self.n_members, rows, width)
+                    )
                     buffers[l] = torch.empty(shape, dtype=self.dtype, device=x.device)
-                out = buffers[l][:rows] if h.dim() == 2 else buffers[l][:, :rows]
+                out = buffers[l][:rows] if shared else buffers[l][:, :rows]
             h = self._linear(l, h, out)
             if l < self.n_layers - 1:
                 h = h.relu_()

@@ -82,9 +82,7 @@ def normalized_gram(
     many representations Z: nHSIC(x, z) = trace_product(R_x, R_z)."""
     if label_kernel:
         return _normalized(_label_gram(a, num_classes), eps)
-    k = gaussian_kernel(a, sigma)
-    # K H subtracts each row's mean.
-    return _normalized(k - k.mean(dim=1, keepdim=True), eps)
+    return normalized_grams(a[None], sigma, eps)[0]
 
 
 def normalized_grams(a: torch.Tensor, sigma: float = 5.0, eps: float = 1e-5) -> torch.Tensor:
@@ -92,12 +90,13 @@ def normalized_grams(a: torch.Tensor, sigma: float = 5.0, eps: float = 1e-5) -> 
     once: (B, m, m), one batched kernel product and one batched solve."""
     flat = a.detach().reshape(a.shape[0], a.shape[1], -1).to(torch.float64)
     k = _gaussian(flat, sigma)
+    # K H subtracts each row's mean.
     return _normalized(k - k.mean(dim=-1, keepdim=True), eps)
 
 
 def trace_product(r_a: torch.Tensor, r_b: torch.Tensor) -> float:
     """tr(R_a R_b) = sum_ij (R_a)_ij (R_b)_ji, without the matrix product."""
-    return float((r_a * r_b.T).sum())
+    return float(trace_products(r_a, r_b))
 
 
 def trace_products(r_a: torch.Tensor, r_b: torch.Tensor) -> torch.Tensor:

@@ -353,7 +353,7 @@ def _check_inputs(
 
 
 def _from_statistics(
-    stats: ClassStatistics, bias: torch.Tensor | None, weight: torch.Tensor | None
+    stats: ClassStatistics, weight: torch.Tensor | None, bias: torch.Tensor | None
 ) -> NeuralCollapse:
     f64 = torch.float64
     ids = torch.nonzero(stats.counts).flatten()
@@ -413,7 +413,7 @@ def neural_collapse(
     stats = class_statistics(
         features, labels, num_classes, weight, pinv_rtol=pinv_rtol, chunk_size=chunk_size
     )
-    return _from_statistics(stats, bias, weight)
+    return _from_statistics(stats, weight, bias)
 
 
 def collapse_and_bound(
@@ -433,4 +433,4 @@ def collapse_and_bound(
     stats = class_statistics(
         features, labels, num_classes, weight, pinv_rtol=pinv_rtol, chunk_size=chunk_size
     )
-    return _from_statistics(stats, bias, weight), bound_from_statistics(stats, labels, weight, bias)
+    return _from_statistics(stats, weight, bias), bound_from_statistics(stats, labels, weight, bias)

@@ -361,17 +361,15 @@ class GrokkingMeter:
                 "weight_decay": member.weight_decay,
                 "seed": member.seed,
             }
-            # The measures convert row chunks to float64 themselves (in cache): pass float32.
-            feat_tr, feat_te = f_tr[m], f_te[m]
-            nc_tr = neural_collapse(feat_tr, d.y_train, w[m], b[m], num_classes=k)
-            nc_te, bound = collapse_and_bound(feat_te, d.y_test, w[m], b[m])
+            nc_tr = neural_collapse(f_tr[m], d.y_train, w[m], b[m], num_classes=k)
+            nc_te, bound = collapse_and_bound(f_te[m], d.y_test, w[m], b[m])
             extra = {}
             if nhsic_zx is not None:
                 extra.update(nhsic_zx=nhsic_zx[m], nhsic_zy=nhsic_zy[m])
             if step in self.mi_steps:
                 n = min(self.cfg.mi_samples, d.y_test.shape[0])
                 try:
-                    mi = mutual_information_compressed(self.x_flat[:n], feat_te[:n], d.y_test[:n])
+                    mi = mutual_information_compressed(self.x_flat[:n], f_te[m][:n], d.y_test[:n])
                     extra.update(mi_zx=mi.I_zx, mi_zy=mi.I_zy)
                 except ValueError:
                     # e.g. dead ReLU features with a singular covariance: no estimate here.
