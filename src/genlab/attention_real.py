@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from genlab.config import require_nonnegative, require_positive
 from genlab.data.noise import apply_label_noise
 from genlab.errors import ConfigError
 from genlab.runs import Run, RunPaths, atomic_write_json, atomic_write_safetensors, read_json
@@ -151,6 +152,16 @@ def check_config(cfg: RealDataConfig) -> None:
         raise ConfigError("real.etas", f"must be in [0, 1), got {cfg.etas}")
     if not cfg.seeds:
         raise ConfigError("real.seeds", "need at least one seed")
+    sizes = ("phase0_batch", "phase1_train", "phase1_steps", "pool", "test_size", "phase2_steps")
+    sizes += ("phase2_batch", "d_model", "depth", "heads", "patch", "max_length")
+    rates = ("phase0_lr", "phase1_lr", "phase2_lr")
+    require_positive({f"real.{n}": getattr(cfg, n) for n in sizes + rates})
+    counts = ("phase0_train", "phase0_epochs", "phase2_log_points", "qk_init_std")
+    require_nonnegative({f"real.{n}": getattr(cfg, n) for n in counts})
+    if cfg.modality == "vision" and 28 % cfg.patch:
+        raise ConfigError("real.patch", f"must divide the 28-pixel image side, got {cfg.patch}")
+    if cfg.d_model % cfg.heads:
+        raise ConfigError("real.d_model", f"must be a multiple of real.heads ({cfg.heads})")
 
 
 # --- caching -------------------------------------------------------------------------------

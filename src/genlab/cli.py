@@ -8,6 +8,10 @@ traceback: it prints one line naming the field or choice and exits with status 2
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -17,14 +21,16 @@ USAGE = """usage: genlab COMMAND ...
 
 commands:
   list                         the studies, their presets and a line on each
-  run STUDY [--preset NAME] [--out DIR] [--resume] [--force] [--quiet] [--FIELD VALUE ...]
+  run STUDY [--preset NAME] [--out DIR] [--resume] [--force] [--check] [--quiet]
+            [--FIELD VALUE ...]
                                run a study (genlab run STUDY --help lists every field)
   report RUN_DIR               rebuild figures and reports from a run folder's files
   demo [--out DIR] [--quiet]   run every study's smoke preset and write an index.html
 """
 
 RUN_OPTIONS = """Run options: --preset NAME (default smoke), --out DIR (the run folder; default
-runs/STUDY/NAME), --resume (continue an interrupted run), --force (overwrite a run folder),
+runs/STUDY/NAME), --resume (continue an interrupted run), --force (replace a genlab run folder;
+never any other folder), --check (validate the config, print the run folder, run nothing),
 --quiet (no progress display). Every config field below can be set; nested fields use dotted
 names."""
 
@@ -59,6 +65,7 @@ def parse_run_args(study_name: str, argv: list[str]):
     pre.add_argument("--out", type=Path, default=None)
     pre.add_argument("--resume", action="store_true")
     pre.add_argument("--force", action="store_true")
+    pre.add_argument("--check", action="store_true")
     pre.add_argument("--quiet", action="store_true")
     opts, rest = pre.parse_known_args(argv)
     if opts.preset not in study.presets:
@@ -67,7 +74,8 @@ def parse_run_args(study_name: str, argv: list[str]):
             f"unknown preset {opts.preset!r} for {study_name}; "
             f"choose from {', '.join(study.presets)}",
         )
-    config = tyro.cli(
+    config = one_line_errors(
+        tyro.cli,
         study.config_cls,
         default=study.presets[opts.preset](),
         args=rest,
@@ -77,14 +85,53 @@ def parse_run_args(study_name: str, argv: list[str]):
     return study, opts.preset, config, opts
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def one_line_errors(parse, *args, **kwargs):
+    """Call tyro's ``parse``; turn the box tyro prints for a bad argument into a ConfigError
+    whose one line is the box's title and message (``--help`` output passes through)."""
+    captured = io.StringIO()
+    columns = os.environ.get("COLUMNS")
+    if not {"-h", "--help"} & set(kwargs.get("args", ())):
+        os.environ["COLUMNS"] = "100000"  # no wrapping inside the box: one message, one row
+    try:
+        with contextlib.redirect_stderr(captured):
+            return parse(*args, **kwargs)
+    except SystemExit as e:
+        if e.code in (0, None):
+            raise
+        lines = [_ANSI.sub("", line) for line in captured.getvalue().splitlines()]
+        title = next((ln.strip("╭─╮ ") for ln in lines if ln.startswith("╭")), "invalid arguments")
+        rows = []
+        for ln in lines:
+            text = ln.strip("│ ")
+            if ln.startswith("│") and text and set(text) != {"─"}:
+                rows.append(text)
+            elif rows:
+                break  # the message ends at the box's first rule
+        message = " ".join(rows) or "could not parse the arguments"
+        if not message.lower().startswith(title.lower()):
+            message = f"{title}: {message}"
+        raise GenlabError(message) from None
+    finally:
+        if columns is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = columns
+
+
 def cmd_run(argv: list[str]) -> int:
     from genlab.runs import execute, run_name
 
     if not argv or argv[0].startswith("-"):
         return fail("usage: genlab run STUDY [options]; see `genlab list`")
     study, preset, config, opts = parse_run_args(argv[0], argv[1:])
-    study.validate(config)
+    study.check(config)
     out = opts.out or Path("runs") / study.name / run_name(preset, config, study.presets[preset]())
+    if opts.check:
+        print(f"{study.name}: config valid -> {out}")
+        return 0
     summary = execute(study, config, out, resume=opts.resume, force=opts.force, quiet=opts.quiet)
     print(f"{study.name}: {summary['status']} -> {out / 'report.md'}")
     return 0 if summary["status"] == "complete" else 1

@@ -15,7 +15,7 @@ def run_demo(out: Path, quiet: bool = False) -> int:
     rows, failed = [], 0
     for i, (name, study) in enumerate(STUDIES.items(), 1):
         config = study.presets["smoke"]()
-        study.validate(config)
+        study.check(config)
         paths = RunPaths(out / name)
         if not quiet:
             print(f"[{i}/{len(STUDIES)}] {name}: smoke preset -> {paths.root}", flush=True)

@@ -1,5 +1,7 @@
 """Errors that the CLI turns into one clear line and exit status 2 (bad input) or 1."""
 
+import sys
+
 
 class GenlabError(Exception):
     """Base class: a user-facing error whose message is one line."""
@@ -25,3 +27,16 @@ class CheckpointError(GenlabError):
 
 class RunExists(GenlabError):
     """A run folder that would be overwritten."""
+
+
+class RunBusy(GenlabError):
+    """A run folder that another live process is writing (its lock is held)."""
+
+
+class RunWriteError(GenlabError):
+    """The run folder cannot be written (read-only or full disk); the run stays resumable."""
+
+
+def warn(message: str) -> None:
+    """One line on stderr that does not stop the run (a fallback taken, a lock taken over)."""
+    print(f"genlab: warning: {message}", file=sys.stderr, flush=True)

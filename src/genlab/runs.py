@@ -3,17 +3,25 @@ checkpoints that resume exactly, and the driver that turns a study + config into
 
 Layout of ``runs/STUDY/NAME/``::
 
-    config.json      full resolved config            env.json      versions, threads, seed, commit
+    env.json         the study's name (the marker that makes this a genlab run folder), versions
+    config.json      full resolved config            run.lock      held while a process writes here
     metrics.jsonl    one JSON object per line        noisy_idx.json training indices relabelled
-    checkpoints/     step-XXXXXXXXX.safetensors (tensors) + .pt (optimizer, RNG, ...) + latest.json
+    checkpoints/     step-XXXXXXXXX.safetensors (tensors) + .pt (optimizer, RNG, ...), newest 2
     figures/*.png    report.md, report.html          summary.json  written last: status, key numbers
+
+genlab deletes only what it wrote: ``--force`` replaces a folder whose ``env.json`` names a
+study, never any other non-empty folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import errno
+import fcntl
 import hashlib
+import io
 import json
 import math
 import os
@@ -21,7 +29,7 @@ import platform
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +39,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from genlab.errors import CheckpointError, ConfigError, GenlabError, RunExists
+from genlab.errors import (
+    CheckpointError,
+    ConfigError,
+    GenlabError,
+    RunBusy,
+    RunExists,
+    RunWriteError,
+    warn,
+)
 
 
 @dataclass(frozen=True)
@@ -57,12 +73,29 @@ class RunPaths:
         return self.root / "noisy_idx.json"
 
     @property
+    def lock(self) -> Path:
+        return self.root / "run.lock"
+
+    @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 
-    @property
-    def latest_checkpoint(self) -> Path:
-        return self.checkpoints / "latest.json"
+    def checkpoint_files(self, step: int) -> tuple[Path, Path]:
+        """(tensors, state) files of the checkpoint at ``step``."""
+        stem = self.checkpoints / f"step-{step:09d}"
+        return stem.with_suffix(".safetensors"), stem.with_suffix(".pt")
+
+    def checkpoint_steps(self) -> list[int]:
+        """Steps that have a checkpoint file on disk, newest first (intact or not)."""
+        steps = set()
+        for p in self.checkpoints.glob("step-*.*"):
+            if p.suffix in (".safetensors", ".pt") and p.stem[5:].isdigit():
+                steps.add(int(p.stem[5:]))
+        return sorted(steps, reverse=True)
+
+    def stage_marker(self, name: str) -> Path:
+        """``stages/NAME.json``: where the stage's records begin, and whether it finished."""
+        return self.root / "stages" / f"{name}.json"
 
     @property
     def figures(self) -> Path:
@@ -95,11 +128,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, then rename: readers see old or new."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk: no torn temp file left behind
+        raise
 
 
 def atomic_write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -157,6 +194,13 @@ class MetricsLog:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    def sync(self) -> None:
+        """Flush the records to disk (before a checkpoint that claims them, so that a power
+        loss cannot keep the checkpoint and lose the records)."""
+        if self.path.exists():
+            with open(self.path, "rb") as f:
+                os.fsync(f.fileno())
+
     def read(self) -> list[dict]:
         if not self.path.exists():
             return []
@@ -167,6 +211,11 @@ class MetricsLog:
             except json.JSONDecodeError:
                 break  # a torn last line from a crash: everything before it is good
         return records
+
+    def truncate_to(self, n_records: int) -> None:
+        """Keep the first ``n_records`` records (an interrupted stage's records are dropped)."""
+        kept = self.read()[:n_records]
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def truncate_after(self, step: int) -> None:
         """Drop records logged after ``step`` (they are recomputed when a run resumes)."""
@@ -191,33 +240,21 @@ def save_checkpoint(
     paths: RunPaths, step: int, tensors: dict[str, torch.Tensor], state: Any, keep: int = 2
 ) -> None:
     """Tensors as safetensors, everything else (optimizer, RNG, counters) as a torch file that
-    loads with ``weights_only=True``; ``latest.json`` is switched last, atomically."""
-    paths.checkpoints.mkdir(parents=True, exist_ok=True)
-    stem = f"step-{step:09d}"
-    atomic_write_safetensors(paths.checkpoints / f"{stem}.safetensors", tensors)
-    tmp = paths.checkpoints / f".{stem}.tmp.pt"
-    torch.save(state, tmp)
-    os.replace(tmp, paths.checkpoints / f"{stem}.pt")
-    atomic_write_json(paths.latest_checkpoint, {"step": step, "stem": stem})
-    old = sorted(p for p in paths.checkpoints.glob("step-*.safetensors"))[:-keep]
-    for p in old:
-        p.unlink(missing_ok=True)
-        p.with_suffix(".pt").unlink(missing_ok=True)
+    loads with ``weights_only=True``; both written atomically (fsync, rename), the state file
+    last, so a checkpoint whose two files load is complete. The newest ``keep`` are kept: one to
+    fall back on if the newest is damaged."""
+    tensor_file, state_file = paths.checkpoint_files(step)
+    atomic_write_safetensors(tensor_file, tensors)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(state_file, buffer.getvalue())
+    for old in paths.checkpoint_steps()[keep:]:
+        for p in paths.checkpoint_files(old):
+            p.unlink(missing_ok=True)
 
 
-def load_checkpoint(paths: RunPaths) -> tuple[int, dict[str, torch.Tensor], Any] | None:
-    """The latest checkpoint, or None if the run has none; CheckpointError if it is damaged."""
-    if not paths.latest_checkpoint.exists():
-        return None
-    try:
-        latest = json.loads(paths.latest_checkpoint.read_text())
-        stem, step = latest["stem"], int(latest["step"])
-    except (json.JSONDecodeError, KeyError, ValueError) as e:
-        raise CheckpointError(
-            f"{paths.latest_checkpoint}: corrupt checkpoint index ({e})"
-        ) from None
-    tensor_file = paths.checkpoints / f"{stem}.safetensors"
-    state_file = paths.checkpoints / f"{stem}.pt"
+def _read_checkpoint(paths: RunPaths, step: int) -> tuple[dict[str, torch.Tensor], Any]:
+    tensor_file, state_file = paths.checkpoint_files(step)
     try:
         tensors = load_file(str(tensor_file))
     except (SafetensorError, OSError, ValueError) as e:
@@ -226,7 +263,32 @@ def load_checkpoint(paths: RunPaths) -> tuple[int, dict[str, torch.Tensor], Any]
         state = torch.load(state_file, weights_only=True)
     except Exception as e:  # torch raises several types for a bad zip/pickle stream
         raise CheckpointError(f"{state_file}: corrupt or truncated checkpoint ({e})") from None
-    return step, tensors, state
+    return tensors, state
+
+
+def load_checkpoint(paths: RunPaths) -> tuple[int, dict[str, torch.Tensor], Any] | None:
+    """The newest intact checkpoint as (step, tensors, state), or None if the run has none.
+
+    An incomplete newer checkpoint (a write cut short) or a damaged one (truncated or corrupted
+    on disk) is skipped with a warning that names it and the step resumed from; CheckpointError
+    when checkpoints exist but none of the complete ones is intact."""
+    damaged: list[str] = []
+    for step in paths.checkpoint_steps():
+        if not all(p.exists() for p in paths.checkpoint_files(step)):
+            # a write cut short: the state file is written last, and only then is it complete
+            warn(f"{paths.checkpoints}: the checkpoint at step {step} was never completed")
+            continue
+        try:
+            tensors, state = _read_checkpoint(paths, step)
+        except CheckpointError as e:
+            damaged.append(str(e))
+            continue
+        if damaged:
+            warn(f"{damaged[0]}; resuming from the intact checkpoint at step {step}")
+        return step, tensors, state
+    if damaged:
+        raise CheckpointError(f"no intact checkpoint to resume from: {damaged[0]}")
+    return None
 
 
 # --- environment and names -----------------------------------------------------------------
@@ -305,11 +367,161 @@ class Run:
     def log(self, step: int, split: str, **values: Any) -> None:
         self.metrics.append(step, split, **values)
 
+    def stage_done(self, name: str) -> bool:
+        """Whether stage ``name`` finished in an earlier attempt of this run (only on resume)."""
+        marker = self.paths.stage_marker(name)
+        return self.resume and marker.exists() and bool(read_json(marker).get("done"))
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """A part of the run that is done whole or redone whole: entering it writes where its
+        records begin; leaving it normally marks it done. On resume, an unfinished stage first
+        drops the records its interrupted attempt logged, so a hard kill anywhere in it
+        leaves no duplicate records."""
+        marker = self.paths.stage_marker(name)
+        if self.resume and marker.exists():
+            self.metrics.truncate_to(int(read_json(marker)["first_record"]))
+        first = len(self.metrics.read())
+        self.metrics.sync()
+        atomic_write_json(marker, {"first_record": first, "done": False})
+        yield
+        self.metrics.sync()
+        atomic_write_json(marker, {"first_record": first, "done": True})
+
 
 class Diverged(Exception):
     def __init__(self, step: int, loss: float):
         self.step, self.loss = step, loss
         super().__init__(f"loss became {loss} at step {step}")
+
+
+# --- the run folder's owner: marker, lock, replacement ---------------------------------------
+
+
+def run_folder_study(root: Path) -> str | None:
+    """The study named by ``root/env.json`` if ``root`` is a genlab run folder, else None."""
+    try:
+        env = json.loads(RunPaths(root).env.read_text())
+    except (OSError, ValueError):
+        return None
+    study = env.get("study") if isinstance(env, dict) else None
+    return study if isinstance(study, str) and study else None
+
+
+def folder_state(root: Path) -> str:
+    """``missing``, ``empty`` (nothing but a lock file left by a killed run), ``run`` (a genlab
+    run folder) or ``foreign`` (anything else: a file, or a folder genlab did not write)."""
+    if not root.exists() and not root.is_symlink():
+        return "missing"
+    if not root.is_dir():
+        return "foreign"
+    entries = [p.name for p in root.iterdir()]
+    if not entries or entries == [RunPaths(root).lock.name]:
+        return "empty"
+    return "run" if run_folder_study(root) else "foreign"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """Exclusive right to write one run folder, held for the run's life.
+
+    ``run.lock`` holds the owner's pid under an ``flock``. The kernel drops an flock when its
+    process dies, however it dies (SIGKILL, power loss), so a lock left by a dead process is
+    taken over with a warning instead of blocking the folder forever; a live holder makes the
+    second process stop with RunBusy naming its pid."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise RunBusy(
+                    f"{self.path.parent} is being written by process {holder} "
+                    f"(lock {self.path}): wait for it to finish or stop it"
+                ) from None
+            try:  # the previous holder may have unlinked the file between our open and flock
+                current = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(fd)
+        previous = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        if previous and previous != str(os.getpid()):
+            warn(f"{self.path}: taking over the lock of process {previous}, which no longer runs")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:  # unlink only our own file (a replaced run's lock has moved with its folder)
+            if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
+                self.path.unlink()
+        except OSError:
+            pass
+        os.close(self.fd)  # closing drops the flock
+        self.fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+ASIDE = ".{name}.replaced-by-{pid}"
+
+
+def _finish_replacements(root: Path) -> None:
+    """Finish what an earlier ``--force`` left when it died (it moved the old run aside to
+    ``.NAME.replaced-by-PID`` first): if the new run got its config, the old one is deleted;
+    if not, the replacement is undone and the old run restored, with a warning."""
+    pattern = ASIDE.format(name=root.name, pid="*")
+    for aside in sorted(root.parent.glob(pattern)):
+        pid = aside.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+            continue  # that replacement is still under way
+        if RunPaths(root).config.exists():
+            shutil.rmtree(aside)
+            continue
+        leftovers = [p.name for p in root.iterdir()] if root.is_dir() else []
+        if all(n in ("env.json", "run.lock") or n.endswith(".tmp") for n in leftovers):
+            shutil.rmtree(root, ignore_errors=True)
+            os.rename(aside, root)
+            warn(f"an interrupted --force was undone: {root} holds the previous run again")
+        else:
+            warn(f"an interrupted --force left the run it was replacing in {aside}")
+
+
+def _remove_temp_files(paths: RunPaths) -> None:
+    """Temp files of atomic writes cut short by a kill (we hold the lock: nobody else writes)."""
+    for folder in (paths.root, paths.checkpoints, paths.figures, paths.stage_marker("x").parent):
+        if folder.is_dir():
+            for p in folder.glob(".*.tmp"):
+                p.unlink(missing_ok=True)
+
+
+# Errors of the file system, not of genlab: reported as one line, and the run stays resumable.
+DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
 
 
 def execute(
@@ -324,29 +536,77 @@ def execute(
 ) -> dict:
     """Run ``study`` with ``config`` into ``run_dir`` and write its report and summary.
 
-    A finished run is never overwritten without ``force``; an unfinished one needs ``resume``
-    (continue) or ``force`` (start over). ``summary.json`` is written last.
+    ``run_dir`` must be missing, empty, or a genlab run folder. A finished run is never
+    overwritten without ``force``; an unfinished one needs ``resume`` (continue) or ``force``
+    (start over). ``force`` moves the old run aside and deletes it only once the new run has
+    its config. One process at a time holds a run folder (``run.lock``). A read-only or full
+    disk raises RunWriteError and leaves the run resumable. ``summary.json`` is written last.
     """
     paths = RunPaths(Path(run_dir))
-    if paths.root.exists() and any(paths.root.iterdir()):
-        if force:
-            shutil.rmtree(paths.root)
-        elif not resume:
-            done = paths.summary.exists()
+    try:
+        return _execute(study, config, paths, resume, force, quiet, extra_callbacks or [])
+    except OSError as e:
+        if e.errno not in DISK_ERRNOS:
+            raise
+        where = e.filename or paths.root
+        raise RunWriteError(
+            f"cannot write {where}: {e.strerror}; the run folder is left resumable"
+        ) from None
+
+
+def _execute(study, config, paths: RunPaths, resume, force, quiet, extra_callbacks) -> dict:
+    root = paths.root
+    _finish_replacements(root)
+    state = folder_state(root)
+    if state == "foreign":
+        kind = "a folder that genlab did not write" if root.is_dir() else "not a folder"
+        raise RunExists(
+            f"{root}: {kind} (no env.json naming a study); genlab writes only into a new or "
+            "empty folder or its own run folder, and --force never deletes anything else"
+        )
+    if state == "run" and not force:
+        done = paths.summary.exists()
+        if not resume:
             raise RunExists(
-                f"{paths.root} already holds a {'finished' if done else 'unfinished'} run: "
+                f"{root} already holds a {'finished' if done else 'unfinished'} run: "
                 f"pass --force to overwrite it{'' if done else ' or --resume to continue it'}"
             )
-        elif paths.summary.exists() and read_json(paths.summary).get("status") == "complete":
-            raise RunExists(f"{paths.root} is already complete: pass --force to run it again")
+        if done and read_json(paths.summary).get("status") == "complete":
+            raise RunExists(f"{root} is already complete: pass --force to run it again")
+        if run_folder_study(root) != study.name:
+            raise RunExists(f"{root} holds a {run_folder_study(root)} run, not {study.name}")
     config_json = to_jsonable(config)
-    if resume and paths.config.exists() and read_json(paths.config) != config_json:
-        raise ConfigError("config", f"differs from the one in {paths.config}; cannot resume")
-    paths.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(paths.config, config_json)
-    atomic_write_json(paths.env, {"study": study.name, **env_info(getattr(config, "seed", None))})
-    paths.summary.unlink(missing_ok=True)
-    run = Run(paths, config, resume=resume, quiet=quiet, extra_callbacks=extra_callbacks or [])
+    if state == "run" and resume and not force and paths.config.exists():
+        if read_json(paths.config) != config_json:
+            raise ConfigError("config", f"differs from the one in {paths.config}; cannot resume")
+    root.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(paths.lock).acquire()
+    try:
+        aside = None
+        if state == "run" and force:
+            aside = root.with_name(ASIDE.format(name=root.name, pid=os.getpid()))
+            os.rename(root, aside)  # the old run stays whole until the new one has its config
+            root.mkdir()
+            new_lock = RunLock(paths.lock).acquire()
+            lock.release()  # the old lock's file moved aside with the old run
+            lock = new_lock
+        _remove_temp_files(paths)
+        atomic_write_json(
+            paths.env, {"study": study.name, **env_info(getattr(config, "seed", None))}
+        )
+        atomic_write_json(paths.config, config_json)
+        if aside is not None:
+            shutil.rmtree(aside)
+        paths.summary.unlink(missing_ok=True)
+        resume = resume and state == "run" and not force
+        run = Run(paths, config, resume=resume, quiet=quiet, extra_callbacks=extra_callbacks)
+        return _run_and_summarize(study, config, run)
+    finally:
+        lock.release()
+
+
+def _run_and_summarize(study, config, run: Run) -> dict:
+    paths = run.paths
     try:
         results = study.run(config, run)
         status = {"status": "complete"}
@@ -355,6 +615,8 @@ def execute(
     except (GenlabError, KeyboardInterrupt):
         raise  # bad input or an interrupt: no summary, the run stays resumable
     except Exception as e:
+        if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+            raise  # a full or read-only disk: no summary, the run stays resumable
         atomic_write_json(paths.summary, {"status": "failed", "error": f"{type(e).__name__}: {e}"})
         raise
     study.report(paths)

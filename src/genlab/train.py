@@ -195,6 +195,8 @@ class TrainLoop:
     """Called as progress(step, last_metrics) every ``progress_every`` steps."""
     progress_every: int = 50
     step: int = 0
+    resumed: bool = False
+    """Restored from a checkpoint: the measurements of its step were logged before it."""
     last_loss: float = float("nan")
     last_metrics: dict = field(default_factory=dict)
 
@@ -203,8 +205,8 @@ class TrainLoop:
         return self.stepper.model
 
     def run(self) -> None:
-        if self.step == 0:
-            self._after_step()  # measure the initialization
+        if not self.resumed:
+            self._after_step()  # measure the initialization (and checkpoint it)
         if isinstance(self.model, nn.Module):
             self.model.train()
         stepper = self.stepper
@@ -237,6 +239,7 @@ class TrainLoop:
             self.stepper.restore(tensors, state["stepper"])
             self.step = int(state["step"])
             self.last_metrics = dict(state.get("last_metrics", {}))
+            self.resumed = True
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             raise CheckpointError(f"checkpoint does not match this run's model ({e})") from None
 
@@ -247,11 +250,14 @@ def train_in_run(loop: TrainLoop, run: Run, checkpoint_every: int, label: str = 
     if run.resume and (ckpt := load_checkpoint(run.paths)) is not None:
         step, tensors, state = ckpt
         loop.restore(tensors, state)
-        run.metrics.truncate_after(step)
+        run.metrics.truncate_after(step)  # records after the checkpoint are logged again
+        if not run.quiet:
+            print(f"{run.paths.root}: resuming from the checkpoint at step {step}", flush=True)
     elif run.paths.metrics.exists():
         run.paths.metrics.unlink()  # a fresh start: no stale records
 
     def checkpoint(lp: TrainLoop) -> None:
+        run.metrics.sync()  # the records this checkpoint vouches for reach the disk first
         save_checkpoint(run.paths, lp.step, lp.stepper.checkpoint_tensors(), lp.checkpoint_state())
 
     ckpt_steps = {loop.total_steps}

@@ -86,6 +86,26 @@ def test_resume_skips_finished_parts(smoke_run, tmp_path):
     assert len(MetricsLog(root / "metrics.jsonl").read()) == n_records  # nothing retrained
 
 
+def test_sigkill_inside_a_part_then_resume_equals_uninterrupted(
+    smoke_run, tmp_path, kill_then_resume
+):
+    paths, _ = smoke_run
+    code = "from genlab.studies import STUDIES\nCONFIG = STUDIES['attention'].presets['smoke']()"
+    # killed in the grid part (fig3 finished): the grid's records logged so far must not stay
+    kill_then_resume(ATTENTION, ATTENTION.presets["smoke"](), code, "record:grid/progress", 1,
+                     tmp_path / "r")  # fmt: skip
+
+    def records(root):  # wall times differ from run to run; everything else must not
+        return [r for r in MetricsLog(root / "metrics.jsonl").read() if r["split"] != "timing"]
+
+    assert records(tmp_path / "r") == records(paths.root)
+    grid = json.loads((tmp_path / "r/grid.json").read_text())
+    reference = json.loads(paths.artifact("grid.json").read_text())
+    assert {k: v for k, v in grid.items() if "wall" not in k} == {
+        k: v for k, v in reference.items() if "wall" not in k
+    }
+
+
 def test_regimes_of_hand_picked_settings():
     task = TaskConfig(n_test=500)
     large_signal = measure_setting(task, d=500, mu_norm=100.0, steps=1000)

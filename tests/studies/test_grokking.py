@@ -129,27 +129,48 @@ class Interrupt(Exception):
     pass
 
 
-def test_sweep_resumed_after_interrupt_equals_uninterrupted(tmp_path):
-    cfg = GrokkingConfig(
-        **{
-            **vars(GROKKING.presets["smoke"]()),
-            "width": 64,
-            "p": 23,
-            "weight_decays": (1.0, 0.3),
-            "control_init_scale": 0.5,
-            "steps": 300,
-            "log_points": 20,
-            "checkpoint_every": 100,
-        }
-    )
+# Two weight decays and an alpha control, 300 steps: small enough to run in a test and in the
+# child process of the SIGKILL tests (which builds it from this code).
+SMALL_SWEEP = """
+from genlab.studies import STUDIES
+from genlab.studies.grokking import GrokkingConfig
+CONFIG = GrokkingConfig(**{
+    **vars(STUDIES["grokking"].presets["smoke"]()), "width": 64, "p": 23,
+    "weight_decays": (1.0, 0.3), "control_init_scale": 0.5, "steps": 300, "log_points": 20,
+    "checkpoint_every": 100,
+})
+"""
 
+
+def small_sweep() -> GrokkingConfig:
+    namespace: dict = {}
+    exec(SMALL_SWEEP, namespace)
+    return namespace["CONFIG"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_sweep(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("sweep") / "a"
+    execute(GROKKING, small_sweep(), root, quiet=True)
+    assert len({r["member"] for r in MetricsLog(RunPaths(root).metrics).read()}) == 4
+    return (root / "metrics.jsonl").read_text()
+
+
+def test_sweep_resumed_after_interrupt_equals_uninterrupted(tmp_path, uninterrupted_sweep):
     def boom(loop):
         raise Interrupt
 
-    execute(GROKKING, cfg, tmp_path / "a", quiet=True)
+    cfg = small_sweep()
     with pytest.raises(Interrupt):
         execute(GROKKING, cfg, tmp_path / "b", quiet=True, extra_callbacks=[Callback(boom, [250])])
     assert execute(GROKKING, cfg, tmp_path / "b", quiet=True, resume=True)["status"] == "complete"
-    a = (tmp_path / "a" / "metrics.jsonl").read_text()
-    assert a == (tmp_path / "b" / "metrics.jsonl").read_text()
-    assert len({r["member"] for r in MetricsLog(RunPaths(tmp_path / "a").metrics).read()}) == 4
+    assert (tmp_path / "b" / "metrics.jsonl").read_text() == uninterrupted_sweep
+
+
+@pytest.mark.parametrize(("where", "at"), [("after_step", 50), ("mid_checkpoint", 200)])
+def test_sweep_sigkilled_then_resumed_equals_uninterrupted(
+    tmp_path, where, at, uninterrupted_sweep, kill_then_resume
+):
+    # at step 50 the newest checkpoint is the step-0 one (its records were once logged twice)
+    kill_then_resume(GROKKING, small_sweep(), SMALL_SWEEP, where, at, tmp_path / "b")
+    assert (tmp_path / "b" / "metrics.jsonl").read_text() == uninterrupted_sweep

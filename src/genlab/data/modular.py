@@ -109,6 +109,10 @@ def encode(pairs: torch.Tensor, p: int, encoding: str) -> torch.Tensor:
     raise ModularConfigError("encoding", f"unknown encoding {encoding!r}; choose from {ENCODINGS}")
 
 
+MAX_P = 512
+"""The one-hot data of p^2 pairs x 2p inputs is 1 GiB of float32 at p = 512."""
+
+
 def make_modular_data(
     p: int = 59,
     op: str = "+",
@@ -130,8 +134,10 @@ def make_modular_data(
         raise ModularConfigError(
             "encoding", f"unknown encoding {encoding!r}; choose from {list(ENCODINGS)}"
         )
-    if not isinstance(p, int) or isinstance(p, bool) or p < 2:
-        raise ModularConfigError("p", f"must be an integer >= 2, got {p!r}")
+    if not isinstance(p, int) or isinstance(p, bool) or not 2 <= p <= MAX_P:
+        raise ModularConfigError(
+            "p", f"must be an integer in [2, {MAX_P}] (p^2 pairs of 2p inputs), got {p!r}"
+        )
     if op == "/" and not _is_prime(p):
         raise ModularConfigError("p", f"must be prime for division (op '/'), got {p}")
     if not 0.0 < train_fraction < 1.0:

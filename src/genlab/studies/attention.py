@@ -8,8 +8,8 @@ harmful - is governed by the signal-to-noise ratio ``SNR = ||mu|| / (sigma sqrt(
 with the sample size (a boundary ``n SNR^2 = C``); and generalization can arrive only after an
 initial overfitting phase (delayed generalization).
 
-Parts (``parts`` selects them; each is resumable at its own granularity: a part whose artifact
-exists is skipped on ``--resume``):
+Parts (``parts`` selects them; each is a stage of the run: a finished part is skipped on
+``--resume``, an interrupted one is redone from its start):
 
 * ``fig3`` - per-token attention of one clean and one noisy training sample over GD steps in
   three settings (paper Fig. 3), with the measured regime next to the expected one;
@@ -39,6 +39,7 @@ from genlab.attention_real import (
     run_real,
 )
 from genlab.attention_real import check_config as check_real_config
+from genlab.config import require_nonnegative, require_positive, require_unit
 from genlab.data.tokens import make_token_data, num_flips, snr
 from genlab.errors import ConfigError
 from genlab.grid import (
@@ -213,11 +214,9 @@ def validate(cfg: AttentionConfig) -> None:
         "transformer.lr": cfg.transformer.lr,
         "transformer.log_every": cfg.transformer.log_every,
     }
-    for name, value in positive.items():
-        if not value > 0:
-            raise ConfigError(name, f"must be > 0, got {value}")
-    if not 0.0 <= t.eta < 1.0:
-        raise ConfigError("task.eta", f"must be in [0, 1), got {t.eta}")
+    require_positive(positive)
+    require_unit({"task.eta": t.eta})
+    require_nonnegative({"grid.benign_gap": cfg.grid.benign_gap})
     if t.rho < 0:
         raise ConfigError("task.rho", f"must be >= 0, got {t.rho}")
     if t.T < 3:
@@ -252,8 +251,7 @@ def validate(cfg: AttentionConfig) -> None:
         raise ConfigError("delayed.min_improvement", "must be >= 0")
     if cfg.transformer.d < 2:
         raise ConfigError("transformer.d", f"must be >= 2, got {cfg.transformer.d}")
-    if "real" in cfg.parts:
-        check_real_config(cfg.real)
+    check_real_config(cfg.real)  # also when the part is off: a bad value is never silent
 
 
 def _check_settings(part: str, labels, d_values, mu_values) -> None:
@@ -578,21 +576,22 @@ def run(cfg: AttentionConfig, run: Run) -> dict:
     for part in PARTS:
         if part not in cfg.parts:
             continue
-        art = run.paths.artifact(ARTIFACTS[part])
-        if not (run.resume and art.exists()):  # a finished part is skipped on resume
-            start = time.perf_counter()
-            if part == "fig3":
-                run_fig3(cfg, run)
-            elif part == "grid":
-                run_grid_part(cfg, run)
-            elif part == "delayed":
-                run_delayed(cfg, run)
-            elif part == "transformer":
-                run_transformer_part(cfg, run)
-            elif part == "real":
-                atomic_write_json(art, {"results": run_real(cfg.real, run)})
-            timings[part] = time.perf_counter() - start
-            run.log(0, "timing", part=part, wall_s=timings[part])
+        if not run.stage_done(part):  # a finished part is skipped on resume
+            with run.stage(part):
+                start = time.perf_counter()
+                if part == "fig3":
+                    run_fig3(cfg, run)
+                elif part == "grid":
+                    run_grid_part(cfg, run)
+                elif part == "delayed":
+                    run_delayed(cfg, run)
+                elif part == "transformer":
+                    run_transformer_part(cfg, run)
+                elif part == "real":
+                    art = run.paths.artifact(ARTIFACTS[part])
+                    atomic_write_json(art, {"results": run_real(cfg.real, run)})
+                timings[part] = time.perf_counter() - start
+                run.log(0, "timing", part=part, wall_s=timings[part])
         results[part] = part_results(part, run.paths, cfg)
     return results
 

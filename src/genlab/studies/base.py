@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from genlab.config import check_common
 from genlab.runs import Run, RunPaths
 
 
@@ -22,3 +23,9 @@ class Study:
     """Rebuilds figures, report.md and report.html from the run folder's files alone."""
     validate: Callable[[Any], None]
     """Raises ConfigError naming the field for an invalid config, before any work."""
+
+    def check(self, config: Any) -> None:
+        """Every check before a run: the ones common to all configs (finite numbers, int64,
+        seeds >= 0), then the study's own ``validate``."""
+        check_common(config)
+        self.validate(config)

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from genlab.config import require_nonnegative, require_positive, require_unit
 from genlab.data import Dataset, check_options, load_dataset
-from genlab.errors import ConfigError
 from genlab.models import build_model, weight_norm
 from genlab.report import figure_md, pyplot, save_figure, table, write_report
 from genlab.runs import MetricsLog, Run, RunPaths, atomic_write_json, metric_series, read_json
@@ -82,26 +82,26 @@ class ClassifyConfig:
 
 def validate(cfg: ClassifyConfig) -> None:
     check_options(cfg.data.name, cfg.data.train_size, cfg.data.label_noise, cfg.data.noise_kind)
-    positive = {
-        "optim.lr": cfg.optim.lr,
-        "steps": cfg.steps,
-        "batch_size": cfg.batch_size,
-        "model.width": cfg.model.width,
-        "checkpoint_every": cfg.checkpoint_every,
-    }
-    for name, value in positive.items():
-        if not value > 0:
-            raise ConfigError(name, f"must be > 0, got {value}")
-    nonneg = {
-        "optim.weight_decay": cfg.optim.weight_decay,
-        "model.depth": cfg.model.depth,
-        "measure_every": cfg.measure_every,
-        "log_points": cfg.log_points,
-        "optim.warmup_steps": cfg.optim.warmup_steps,
-    }
-    for name, value in nonneg.items():
-        if value < 0:
-            raise ConfigError(name, f"must be >= 0, got {value}")
+    require_positive(
+        {
+            "optim.lr": cfg.optim.lr,
+            "steps": cfg.steps,
+            "batch_size": cfg.batch_size,
+            "model.width": cfg.model.width,
+            "model.init_scale": cfg.model.init_scale,
+            "checkpoint_every": cfg.checkpoint_every,
+        }
+    )
+    require_nonnegative(
+        {
+            "optim.weight_decay": cfg.optim.weight_decay,
+            "model.depth": cfg.model.depth,
+            "measure_every": cfg.measure_every,
+            "log_points": cfg.log_points,
+            "optim.warmup_steps": cfg.optim.warmup_steps,
+        }
+    )
+    require_unit({"optim.momentum": cfg.optim.momentum})
 
 
 def load_data(data: DataConfig, seed: int) -> Dataset:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from genlab.config import require_nonnegative, require_positive, require_unit
 from genlab.data import load_dataset
 from genlab.data.modular import make_modular_data
 from genlab.ensemble import MLPEnsemble
@@ -115,12 +116,30 @@ class GrokkingConfig:
 
 
 def validate(cfg: GrokkingConfig) -> None:
-    for name in ("lr", "steps", "width", "checkpoint_every", "train_size", "mi_samples"):
-        if not getattr(cfg, name) > 0:
-            raise ConfigError(name, f"must be > 0, got {getattr(cfg, name)}")
-    for name in ("depth", "batch_size", "log_points", "mi_points", "nhsic_batches"):
-        if getattr(cfg, name) < 0:
-            raise ConfigError(name, f"must be >= 0, got {getattr(cfg, name)}")
+    t = cfg.transformer
+    require_positive(
+        {
+            name: getattr(cfg, name)
+            for name in ("lr", "steps", "width", "checkpoint_every", "train_size", "mi_samples")
+        }
+        | {"control_init_scale": cfg.control_init_scale}
+        | {f"transformer.{n}": getattr(t, n) for n in ("d_model", "n_heads", "d_head", "d_mlp")}
+        | {"transformer.lr": t.lr}
+    )
+    require_nonnegative(
+        {
+            name: getattr(cfg, name)
+            for name in ("depth", "batch_size", "log_points", "mi_points", "nhsic_batches")
+        }
+        | {"margin_members": cfg.margin_members}
+        | {"transformer.weight_decay": t.weight_decay, "transformer.warmup_steps": t.warmup_steps}
+    )
+    require_unit({f"betas[{i}]": b for i, b in enumerate(cfg.betas)})
+    require_unit({f"transformer.betas[{i}]": b for i, b in enumerate(t.betas)})
+    if t.n_ctx != 3:
+        raise ConfigError(
+            "transformer.n_ctx", f"the inputs are (a, b, '='): must be 3, got {t.n_ctx}"
+        )
     if cfg.depth < 1:
         raise ConfigError("depth", "must be >= 1 (the penultimate layer is a hidden layer)")
     if not 0.0 < cfg.train_fraction < 1.0:

@@ -1,0 +1,64 @@
+"""Checks shared by every study's config: the generic ones that ``Study.check`` runs on any
+config (finite numbers, integers that fit int64, non-negative seeds) and range helpers that a
+study's ``validate`` calls with the dotted field names, so every message names its field."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from genlab.errors import ConfigError
+
+INT64 = 2**63
+SEED_FIELD = re.compile(r"(^|[._])seeds?(\[\d+\])?$")
+
+
+def config_values(config: Any, name: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted field name, value) for every leaf of a nested dataclass config; items of a
+    list or tuple are named ``field[i]``."""
+    if dataclasses.is_dataclass(config):
+        for f in dataclasses.fields(config):
+            yield from config_values(getattr(config, f.name), f"{name}.{f.name}".lstrip("."))
+    elif isinstance(config, list | tuple):
+        for i, item in enumerate(config):
+            yield from config_values(item, f"{name}[{i}]")
+    else:
+        yield name, config
+
+
+def check_common(config: Any) -> None:
+    """What holds for every field of every study: numbers are finite (no study has a use for
+    NaN or infinity), integers fit int64 (torch and numpy take nothing larger), seeds are >= 0
+    (numpy's generators reject negative ones)."""
+    for name, value in config_values(config):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(name, f"must be a finite number, got {value}")
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not -INT64 <= value < INT64:
+                raise ConfigError(name, f"must fit a 64-bit integer, got {value}")
+            if SEED_FIELD.search(name) and value < 0:
+                raise ConfigError(name, f"a seed must be >= 0, got {value}")
+
+
+def require_positive(values: Mapping[str, float | None]) -> None:
+    """Each value > 0 (None: not set, allowed)."""
+    for name, value in values.items():
+        if value is not None and not value > 0:
+            raise ConfigError(name, f"must be > 0, got {value}")
+
+
+def require_nonnegative(values: Mapping[str, float | None]) -> None:
+    """Each value >= 0 (None: not set, allowed)."""
+    for name, value in values.items():
+        if value is not None and not value >= 0:
+            raise ConfigError(name, f"must be >= 0, got {value}")
+
+
+def require_unit(values: Mapping[str, float], closed_high: bool = False) -> None:
+    """Each value in [0, 1) (or [0, 1] with ``closed_high``)."""
+    for name, value in values.items():
+        if not (0.0 <= value <= 1.0 if closed_high else 0.0 <= value < 1.0):
+            raise ConfigError(name, f"must be in [0, 1{']' if closed_high else ')'}, got {value}")
