@@ -40,14 +40,8 @@ from genlab.ensemble import (
     matmul_flops_per_step,
     reference_loss,
 )
-from genlab.studies.grokking import (
-    EnsembleStepper,
-    GrokkingConfig,
-    GrokkingMeter,
-    Member,
-    TaskData,
-    schedule,
-)
+from genlab.studies.grokking.config import GrokkingConfig, Member
+from genlab.studies.grokking.run import EnsembleStepper, GrokkingMeter, TaskData, schedule
 
 SIZES = [784, 200, 200, 10]
 WEIGHT_DECAYS = [0.3, 0.1, 0.03, 0.01, 0.003, 0.001]

@@ -1,19 +1,12 @@
-import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-from genlab.errors import ConfigError
 from genlab.runs import MetricsLog, RunPaths, execute
 from genlab.studies import STUDIES
-from genlab.studies.attention import (
-    AttentionConfig,
-    TaskConfig,
-    delayed_analysis,
-    measure_setting,
-    regime_of,
-)
+from genlab.studies.attention.config import TaskConfig
+from genlab.studies.attention.run import measure_setting
 
 ATTENTION = STUDIES["attention"]
 FIGURES = ("fig3_attention", "grid_losses", "grid_regimes", "delayed", "transformer")
@@ -114,68 +107,3 @@ def test_regimes_of_hand_picked_settings():
     benign = measure_setting(task, d=2000, mu_norm=20.0, steps=2000)
     assert benign["regime"] == "benign"
     assert benign["noisy_train_acc"] == 1.0 and benign["test_acc"] > 0.95
-
-
-def test_regime_of_labels():
-    task = TaskConfig()
-    assert regime_of(0.0, 0.41, 20.0, task) == "not_overfitting"
-    assert regime_of(1.0, 0.41, 20.0, task) == "benign"
-    assert regime_of(1.0, 0.64, 20.0, task) == "harmful"
-    assert regime_of(float("nan"), 0.41, 20.0, task) == "not_overfitting"
-
-
-def test_delayed_analysis_on_a_hand_made_curve():
-    steps = np.array([0, 10, 100, 1000, 10000])
-    train_acc = np.array([0.8, 0.8, 1.0, 1.0, 1.0])
-    test_loss = np.array([0.65, 0.50, 0.55, 0.45, 0.42])
-    res = delayed_analysis(steps, train_acc, test_loss, 0.01)
-    assert res["fit_step"] == 100 and res["min_step"] == 10000
-    assert res["delayed"] and res["improvement_after_fit"] == pytest.approx(0.13 / 0.55)
-    assert res["overfitting_bump"] == pytest.approx(0.05)
-    never = delayed_analysis(steps, np.full(5, 0.8), test_loss, 0.01)
-    assert never["fit_step"] is None and not never["delayed"]
-
-
-@pytest.mark.parametrize(
-    ("change", "field"),
-    [
-        ({"task": TaskConfig(lr=-1.0)}, "task.lr"),
-        ({"task": TaskConfig(eta=1.0)}, "task.eta"),
-        ({"task": TaskConfig(eta=-0.1)}, "task.eta"),
-        ({"parts": ("fig3", "nope")}, "parts"),
-        ({"parts": ()}, "parts"),
-    ],
-)
-def test_invalid_configs_name_the_field(change, field):
-    cfg = dataclasses.replace(AttentionConfig(), **change)
-    with pytest.raises(ConfigError) as err:
-        ATTENTION.validate(cfg)
-    assert err.value.field == field
-
-
-def test_invalid_nested_values_name_the_field():
-    cfg = AttentionConfig()
-    cfg.grid.executor = "slurm"  # type: ignore[assignment]
-    with pytest.raises(ConfigError) as err:
-        ATTENTION.validate(cfg)
-    assert err.value.field == "grid.executor"
-    cfg = AttentionConfig()
-    cfg.fig3.mu_values = (20.0, 5.0)
-    with pytest.raises(ConfigError) as err:
-        ATTENTION.validate(cfg)
-    assert err.value.field == "fig3.mu_values"
-    cfg = AttentionConfig()
-    cfg.fig3.expected = ("benign", "harmful", "wrong")
-    with pytest.raises(ConfigError) as err:
-        ATTENTION.validate(cfg)
-    assert err.value.field == "fig3.expected"
-
-
-def test_presets_exist_and_validate():
-    for name in ("smoke", "fig3", "grid", "delayed", "paper", "real-vision", "real-text"):
-        assert name in ATTENTION.presets
-    for name in ("smoke", "fig3", "grid", "delayed", "transformer"):
-        ATTENTION.validate(ATTENTION.presets[name]())
-    assert ATTENTION.presets["real-vision"]().real.modality == "vision"
-    assert ATTENTION.presets["real-text"]().real.modality == "text"
-    assert ATTENTION.presets["real-text"]().parts == ("real",)

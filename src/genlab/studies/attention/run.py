@@ -1,0 +1,300 @@
+"""The attention study's parts (fig3, grid, delayed, transformer, real), each a stage of the run."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from genlab.attention_real import (
+    run_real,
+)
+from genlab.data.tokens import make_token_data, snr
+from genlab.grid import (
+    REGIMES,
+    GridResult,
+    fit_snr_boundary,
+    run_grid,
+)
+from genlab.models.token_attention import (
+    TrainHistory,
+    num_threads,
+    train_token_attention,
+    train_transformer,
+)
+from genlab.runs import (
+    MetricsLog,
+    Run,
+    RunPaths,
+    atomic_write_json,
+    read_json,
+)
+from genlab.studies.attention.analysis import (
+    delayed_analysis,
+    grid_numbers,
+    noisy_sample_story,
+    regime_of,
+)
+from genlab.studies.attention.config import PARTS, AttentionConfig, TaskConfig
+from genlab.train import progress_bar
+
+# --- shared helpers ------------------------------------------------------------------------
+
+
+def make_data(task: TaskConfig, d: int, mu_norm: float, n_test: int | None = None):
+    return make_token_data(
+        n=task.n,
+        n_test=task.n_test if n_test is None else n_test,
+        T=task.T,
+        d=d,
+        mu_norm=mu_norm,
+        rho=task.rho,
+        eta=task.eta,
+        sigma=task.sigma,
+        seed=task.seed,
+    )
+
+
+def measure_setting(task: TaskConfig, d: int, mu_norm: float, steps: int) -> dict:
+    """Train one (d, ||mu||) setting for ``steps`` and label its regime: the study's labelling
+    path, also used by fig3 (final numbers plus ``regime``)."""
+    data = make_data(task, d, mu_norm)
+    hist = train_token_attention(
+        data, steps=steps, lr=task.lr, w_init=task.w_init, log_steps=[], track=[]
+    )
+    return setting_summary(hist, task, d, mu_norm)
+
+
+def setting_summary(hist: TrainHistory, task: TaskConfig, d: int, mu_norm: float) -> dict:
+    fin = hist.final()
+    out = {"d": d, "mu_norm": mu_norm, "n_snr2": task.n * snr(mu_norm, d, task.sigma) ** 2}
+    out.update(fin)
+    out["regime"] = regime_of(fin["noisy_train_acc"], fin["test_loss"], mu_norm, task)
+    return out
+
+
+def split_series(records: list[dict], split: str) -> dict[str, np.ndarray]:
+    """key -> array over the logged steps of ``split`` (lists become 2-D arrays)."""
+    rows = [r for r in records if r.get("split") == split]
+    out: dict[str, np.ndarray] = {}
+    if not rows:
+        return out
+    for key in rows[0]:
+        if key == "split":
+            continue
+        out[key] = np.array([r.get(key, np.nan) for r in rows], dtype=float)
+    return out
+
+
+def _hist_record(h: TrainHistory, i: int) -> dict:
+    return {
+        "train_loss": float(h.train_loss[i]),
+        "test_loss": float(h.test_loss[i]),
+        "train_acc": float(h.train_acc[i]),
+        "clean_train_acc": float(h.clean_train_acc[i]),
+        "noisy_train_acc": float(h.noisy_train_acc[i]),
+        "test_acc": float(h.test_acc[i]),
+        "attn_clean": h.attn_clean[i].tolist(),
+        "attn_noisy": h.attn_noisy[i].tolist(),
+        "attn_test": h.attn_test[i].tolist(),
+    }
+
+
+def _tracked(data) -> tuple[int, int | None]:
+    clean = int(torch.nonzero(~data.noisy_mask).flatten()[0])
+    noisy = int(data.noisy_idx[0]) if data.noisy_idx.numel() else None
+    return clean, noisy
+
+
+# --- part: fig3 ----------------------------------------------------------------------------
+
+
+def run_fig3(cfg: AttentionConfig, run: Run) -> dict:
+    f3, task = cfg.fig3, cfg.task
+    settings = []
+    with progress_bar(len(f3.labels), "attention fig3", run.quiet) as update:
+        for k, (label, d, mu, exp) in enumerate(
+            zip(f3.labels, f3.d_values, f3.mu_values, f3.expected)
+        ):
+            data = make_data(task, d, mu)
+            clean_i, noisy_i = _tracked(data)
+            track = [clean_i] + ([noisy_i] if noisy_i is not None else [])
+            hist = train_token_attention(
+                data, steps=f3.steps, lr=task.lr, w_init=task.w_init,
+                log_every=f3.log_every, track=track,
+            )  # fmt: skip
+            for i, step in enumerate(hist.steps.tolist()):
+                rec = _hist_record(hist, i)
+                rec["clean_sample"] = hist.tracked_attn[i, 0].tolist()
+                if noisy_i is not None:
+                    rec["noisy_sample"] = hist.tracked_attn[i, 1].tolist()
+                run.log(step, f"fig3/{label}", **rec)
+            summ = setting_summary(hist, task, d, mu)
+            summ.update(label=label, expected=exp, clean_idx=clean_i, noisy_idx=noisy_i)
+            summ["noisy_sample"] = noisy_sample_story(hist, noisy_i is not None)
+            settings.append(summ)
+            update(k + 1, {"regime": 0.0})
+    atomic_write_json(run.paths.artifact("fig3.json"), {"steps": f3.steps, "settings": settings})
+    return {s["label"]: s["regime"] for s in settings}
+
+
+# --- part: grid ----------------------------------------------------------------------------
+
+
+def run_grid_part(cfg: AttentionConfig, run: Run) -> dict:
+    g, task = cfg.grid, cfg.task
+    total = len(g.mu_values) * len(g.d_values)
+    with progress_bar(total, "attention grid", run.quiet) as update:
+
+        def progress(done: int, tot: int) -> None:
+            run.log(done, "grid/progress", cells_done=done, cells_total=tot)
+            update(done, {})
+
+        result = run_grid(
+            g.mu_values, g.d_values, steps=g.steps, lr=task.lr, n=task.n, eta=task.eta,
+            seed=task.seed, n_test=task.n_test, T=task.T, rho=task.rho, sigma=task.sigma,
+            w_init=task.w_init, executor=g.executor, ray_address=g.ray_address,
+            workers=g.workers, threads=g.threads, progress=progress,
+        )  # fmt: skip
+    regimes = result.regimes(fit_threshold=g.fit_threshold, benign_gap=g.benign_gap)
+    fit = fit_snr_boundary(result.n_snr2, regimes)
+    out = result.to_dict()
+    out["regimes"] = regimes.tolist()
+    out["regime_names"] = list(REGIMES)
+    out["boundary"] = {"C": fit.C, "errors": fit.errors, "n_cells": fit.n_cells}
+    atomic_write_json(run.paths.artifact("grid.json"), out)
+    return grid_numbers(out)
+
+
+def load_grid(paths: RunPaths) -> tuple[GridResult, np.ndarray, dict]:
+    raw = read_json(paths.artifact("grid.json"))
+    result = GridResult(
+        np.array(raw["mu_values"], dtype=float),
+        np.array(raw["d_values"], dtype=int),
+        {k: np.array(v, dtype=float) for k, v in raw["metrics"].items()},
+        raw["config"],
+        float(raw.get("wall_s", 0.0)),
+    )
+    return result, np.array(raw["regimes"], dtype=int), raw["boundary"]
+
+
+# --- part: delayed -------------------------------------------------------------------------
+
+
+def delayed_schedule(steps: int, log_points: int) -> list[int]:
+    geo = np.unique(np.geomspace(1, steps, log_points).round().astype(int)).tolist()
+    return sorted(set(geo) | set(range(0, min(steps, 100) + 1, 10)) | {0, steps})
+
+
+def run_delayed(cfg: AttentionConfig, run: Run) -> None:
+    dl, task = cfg.delayed, cfg.task
+    schedule = delayed_schedule(dl.steps, dl.log_points)
+    out = []
+    with progress_bar(len(dl.labels), "attention delayed", run.quiet) as update:
+        for k, (label, d, mu) in enumerate(zip(dl.labels, dl.d_values, dl.mu_values)):
+            data = make_data(task, d, mu)
+            hist = train_token_attention(
+                data, steps=dl.steps, lr=task.lr, w_init=task.w_init,
+                log_steps=schedule, track=[],
+            )  # fmt: skip
+            for i, step in enumerate(hist.steps.tolist()):
+                run.log(step, f"delayed/{label}", **_hist_record(hist, i))
+            summ = setting_summary(hist, task, d, mu)
+            summ["label"] = label
+            out.append(summ)
+            update(k + 1, {})
+    atomic_write_json(run.paths.artifact("delayed.json"), {"steps": dl.steps, "settings": out})
+
+
+# --- part: transformer ---------------------------------------------------------------------
+
+
+def run_transformer_part(cfg: AttentionConfig, run: Run) -> None:
+    tc, task = cfg.transformer, cfg.task
+    data = make_data(task, tc.d, tc.mu_norm, n_test=tc.n_test)
+    clean_i, noisy_i = _tracked(data)
+    track = [clean_i] + ([noisy_i] if noisy_i is not None else [])
+    # one thread: the ops are tiny, and extra threads only spin (badly so on a busy machine)
+    with progress_bar(1, "attention transformer", run.quiet) as update, num_threads(1):
+        hist = train_transformer(
+            data, steps=tc.steps, lr=tc.lr, skip=tc.skip, log_every=tc.log_every, track=track
+        )
+        update(1, {})
+    for i, step in enumerate(hist.steps.tolist()):
+        rec = _hist_record(hist, i)
+        rec["clean_sample"] = hist.tracked_attn[i, 0].tolist()
+        if noisy_i is not None:
+            rec["noisy_sample"] = hist.tracked_attn[i, 1].tolist()
+        run.log(step, "transformer", **rec)
+    summ = setting_summary(hist, task, tc.d, tc.mu_norm)
+    summ.update(clean_idx=clean_i, noisy_idx=noisy_i, steps=tc.steps)
+    atomic_write_json(run.paths.artifact("transformer.json"), summ)
+
+
+# --- run -----------------------------------------------------------------------------------
+
+ARTIFACTS = {
+    "fig3": "fig3.json",
+    "grid": "grid.json",
+    "delayed": "delayed.json",
+    "transformer": "transformer.json",
+    "real": "real_done.json",
+}
+
+
+def run(cfg: AttentionConfig, run: Run) -> dict:
+    if not run.resume and run.paths.metrics.exists():
+        run.paths.metrics.unlink()
+    results: dict = {}
+    timings: dict[str, float] = {}
+    for part in PARTS:
+        if part not in cfg.parts:
+            continue
+        if not run.stage_done(part):  # a finished part is skipped on resume
+            with run.stage(part):
+                start = time.perf_counter()
+                if part == "fig3":
+                    run_fig3(cfg, run)
+                elif part == "grid":
+                    run_grid_part(cfg, run)
+                elif part == "delayed":
+                    run_delayed(cfg, run)
+                elif part == "transformer":
+                    run_transformer_part(cfg, run)
+                elif part == "real":
+                    art = run.paths.artifact(ARTIFACTS[part])
+                    atomic_write_json(art, {"results": run_real(cfg.real, run)})
+                timings[part] = time.perf_counter() - start
+                run.log(0, "timing", part=part, wall_s=timings[part])
+        results[part] = part_results(part, run.paths, cfg)
+    return results
+
+
+def part_results(part: str, paths: RunPaths, cfg: AttentionConfig) -> dict:
+    """The key numbers of a finished part, from its files."""
+    art = read_json(paths.artifact(ARTIFACTS[part]))
+    if part == "fig3":
+        return {s["label"]: s["regime"] for s in art["settings"]}
+    if part == "grid":
+        return grid_numbers(art)
+    if part == "delayed":
+        res = delayed_numbers(paths, {"min_improvement": cfg.delayed.min_improvement})
+        return {k: {"fit_step": r["fit_step"], "min_step": r["min_step"],
+                    "delayed": r["delayed"]} for k, r in res.items()}  # fmt: skip
+    if part == "transformer":
+        return {k: art[k] for k in ("train_acc", "noisy_train_acc", "test_acc", "test_loss")}
+    return art.get("results", {})
+
+
+def delayed_numbers(paths: RunPaths, dcfg: dict) -> dict:
+    records = MetricsLog(paths.metrics).read()
+    meta = read_json(paths.artifact("delayed.json"))
+    out = {}
+    for s in meta["settings"]:
+        ser = split_series(records, f"delayed/{s['label']}")
+        res = delayed_analysis(
+            ser["step"], ser["train_acc"], ser["test_loss"], dcfg["min_improvement"]
+        )
+        out[s["label"]] = res
+    return out

@@ -1,0 +1,192 @@
+"""The grokking study's config, its checks, the sweep's members and the presets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from genlab.config import require_nonnegative, require_positive, require_unit
+from genlab.data.modular import make_modular_data
+from genlab.errors import ConfigError
+from genlab.models.modular_transformer import (
+    ModularTransformerConfig,
+)
+from genlab.report import fmt
+
+# --- config --------------------------------------------------------------------------------
+
+
+@dataclass
+class GrokkingConfig:
+    task: Literal["mnist", "fashion-mnist", "modular"] = "modular"
+    """mnist / fashion-mnist: the paper's protocol; modular: (a op b) mod p."""
+    model: Literal["mlp", "transformer"] = "mlp"
+    """transformer: Nanda et al.'s one-layer transformer (modular task only)."""
+    train_size: int = 1000
+    """Image tasks: the first N training examples."""
+    p: int = 59
+    """Modular task: the modulus."""
+    op: Literal["+", "-", "*", "/"] = "+"
+    train_fraction: float = 0.4
+    """Modular task: fraction of all pairs used for training, in (0, 1)."""
+    width: int = 200
+    depth: int = 2
+    """MLP hidden layers."""
+    init_scale: float = 8.0
+    """alpha: every parameter is multiplied by it after the default init."""
+    control_init_scale: float | None = 1.0
+    """Adds one control member per weight decay (first seed) with this alpha; None: none."""
+    loss: Literal["mse_sum", "ce"] = "mse_sum"
+    """mse_sum: squared error on one-hot targets summed over outputs; ce: cross-entropy."""
+    lr: float = 1e-3
+    weight_decays: tuple[float, ...] = (1.0,)
+    """lambda values of the sweep (AdamW's decoupled weight decay)."""
+    seeds: tuple[int, ...] = (42,)
+    betas: tuple[float, float] = (0.9, 0.999)
+    batch_size: int = 0
+    """Minibatch size; 0 means full batch."""
+    steps: int = 3000
+    log_points: int = 150
+    """Log-spaced measurement points (plus every step below 30 and every 10 below 150)."""
+    dense_start: bool = True
+    """Measure every step below 30 and every 10th below 150, as the paper does."""
+    mi_points: int = 12
+    """How many logged steps also get the (slower) mutual-information estimate; 0: none."""
+    mi_samples: int = 2000
+    nhsic_batches: int = 10
+    """nHSIC is averaged over this many batches of 100 test samples."""
+    margin_members: int = 6
+    """Members whose final margins to the class-0/class-1 boundary are saved."""
+    checkpoint_every: int = 1000
+    transformer: ModularTransformerConfig = field(default_factory=ModularTransformerConfig)
+    """Transformer settings (d_model, heads, d_mlp, lr, weight decay, betas)."""
+
+
+def validate(cfg: GrokkingConfig) -> None:
+    t = cfg.transformer
+    require_positive(
+        {
+            name: getattr(cfg, name)
+            for name in ("lr", "steps", "width", "checkpoint_every", "train_size", "mi_samples")
+        }
+        | {"control_init_scale": cfg.control_init_scale}
+        | {f"transformer.{n}": getattr(t, n) for n in ("d_model", "n_heads", "d_head", "d_mlp")}
+        | {"transformer.lr": t.lr}
+    )
+    require_nonnegative(
+        {
+            name: getattr(cfg, name)
+            for name in ("depth", "batch_size", "log_points", "mi_points", "nhsic_batches")
+        }
+        | {"margin_members": cfg.margin_members}
+        | {"transformer.weight_decay": t.weight_decay, "transformer.warmup_steps": t.warmup_steps}
+    )
+    require_unit({f"betas[{i}]": b for i, b in enumerate(cfg.betas)})
+    require_unit({f"transformer.betas[{i}]": b for i, b in enumerate(t.betas)})
+    if t.n_ctx != 3:
+        raise ConfigError(
+            "transformer.n_ctx", f"the inputs are (a, b, '='): must be 3, got {t.n_ctx}"
+        )
+    if cfg.depth < 1:
+        raise ConfigError("depth", "must be >= 1 (the penultimate layer is a hidden layer)")
+    if not 0.0 < cfg.train_fraction < 1.0:
+        raise ConfigError("train_fraction", f"must be in (0, 1), got {cfg.train_fraction}")
+    if not cfg.seeds:
+        raise ConfigError("seeds", "need at least one seed")
+    if not cfg.weight_decays or any(w < 0 for w in cfg.weight_decays):
+        raise ConfigError("weight_decays", "need one or more values >= 0")
+    if cfg.init_scale <= 0:
+        raise ConfigError("init_scale", f"must be > 0, got {cfg.init_scale}")
+    if cfg.model == "transformer" and cfg.task != "modular":
+        raise ConfigError("model", "the transformer runs the modular task only")
+    if cfg.task == "modular":
+        make_modular_data(cfg.p, cfg.op, cfg.train_fraction)  # raises naming p/op/fraction
+        if cfg.model == "mlp" and cfg.width < cfg.p:
+            raise ConfigError("width", f"NC2 needs width >= number of classes p = {cfg.p}")
+
+
+# --- members -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Member:
+    alpha: float
+    weight_decay: float
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return f"a{fmt(self.alpha)}-wd{fmt(self.weight_decay)}-s{self.seed}"
+
+    @property
+    def group(self) -> str:
+        return f"alpha={fmt(self.alpha)} lambda={fmt(self.weight_decay)}"
+
+
+def members_of(cfg: GrokkingConfig) -> list[Member]:
+    if cfg.model == "transformer":
+        t = cfg.transformer
+        return [Member(1.0, t.weight_decay, cfg.seeds[0])]
+    out = [Member(cfg.init_scale, w, s) for w in cfg.weight_decays for s in cfg.seeds]
+    if cfg.control_init_scale is not None and cfg.control_init_scale != cfg.init_scale:
+        out += [Member(cfg.control_init_scale, w, cfg.seeds[0]) for w in cfg.weight_decays]
+    return out
+
+
+# --- presets -------------------------------------------------------------------------------
+
+
+def _mnist(**kw) -> GrokkingConfig:
+    base = dict(
+        task="mnist",
+        init_scale=8.0,
+        loss="mse_sum",
+        batch_size=100,
+        steps=100_000,
+        log_points=150,
+        mi_points=20,
+        checkpoint_every=5000,
+    )
+    return GrokkingConfig(**{**base, **kw})
+
+
+PRESETS = {
+    # Modular addition MLP that groks in well under a minute on 2 cores: the training set is
+    # fit near step 100, test accuracy stays low, then rises past 95% near step 1,300.
+    "smoke": lambda: GrokkingConfig(
+        task="modular",
+        p=59,
+        op="+",
+        train_fraction=0.4,
+        width=256,
+        depth=1,
+        init_scale=1.0,
+        control_init_scale=None,
+        loss="mse_sum",
+        lr=3e-3,
+        weight_decays=(1.0,),
+        seeds=(0,),
+        steps=2000,
+        log_points=50,
+        mi_points=3,
+        margin_members=1,
+    ),
+    # The paper's MNIST protocol, 3 lambdas x 1 seed (+ alpha = 1 controls).
+    "mnist-fig": lambda: _mnist(weight_decays=(0.3, 0.1, 0.03), seeds=(42,)),
+    # The full sweep: 6 lambdas x 5 seeds x 100k steps (+ alpha = 1 controls).
+    "paper": lambda: _mnist(
+        weight_decays=(0.3, 0.1, 0.03, 0.01, 0.003, 0.001), seeds=(42, 43, 44, 45, 46), mi_points=10
+    ),
+    # Nanda et al.: p = 113, 30% train, full batch, wd 1.0.
+    "modular-transformer": lambda: GrokkingConfig(
+        task="modular",
+        model="transformer",
+        p=113,
+        train_fraction=0.3,
+        steps=20_000,
+        log_points=120,
+        mi_points=8,
+        checkpoint_every=2000,
+        margin_members=1,
+    ),
+}

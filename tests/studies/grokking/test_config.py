@@ -1,0 +1,43 @@
+import pytest
+
+from genlab.errors import ConfigError
+from genlab.studies import STUDIES
+from genlab.studies.grokking.config import GrokkingConfig, members_of
+from genlab.studies.grokking.run import schedule
+
+GROKKING = STUDIES["grokking"]
+
+
+def test_members_and_schedule_follow_the_protocol():
+    cfg = GROKKING.presets["mnist-fig"]()
+    members = members_of(cfg)
+    assert [(m.alpha, m.weight_decay) for m in members] == [
+        (8.0, 0.3),
+        (8.0, 0.1),
+        (8.0, 0.03),
+        (1.0, 0.3),
+        (1.0, 0.1),
+        (1.0, 0.03),
+    ]
+    steps, mi = schedule(cfg)
+    assert steps[:30] == list(range(30)) and {30, 40, 140, 100_000} <= set(steps)
+    assert 35 not in steps and mi <= set(steps) and len(mi) <= cfg.mi_points + 1
+    assert len([s for s in steps if s >= 150]) >= 100  # about 150 log-spaced points
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"lr": -1.0}, "lr"),
+        ({"train_fraction": 1.5}, "train_fraction"),
+        ({"p": 1}, "p"),
+        ({"weight_decays": (-0.1,)}, "weight_decays"),
+        ({"task": "mnist", "model": "transformer"}, "model"),
+    ],
+)
+def test_invalid_configs_name_the_field(change, field):
+    with pytest.raises(ConfigError, match=field):
+        GROKKING.validate(GrokkingConfig(**change))
+
+
+# --- end to end: the smoke preset groks, resumes exactly, rebuilds its report ----------------
