@@ -6,10 +6,28 @@ from pathlib import Path
 
 import pytest
 
-from genlab.runs import execute
+from genlab.runs import RunPaths, execute
+from genlab.studies import STUDIES
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(tmp_path_factory):
+    """``smoke_runs(name) -> (RunPaths, summary)``: the study's smoke preset, run once per test
+    session and shared; a test that changes files in it works on a copy."""
+    done: dict = {}
+
+    def smoke_run(name: str):
+        if name not in done:
+            study, config = STUDIES[name], STUDIES[name].presets["smoke"]()
+            study.check(config)
+            root = tmp_path_factory.mktemp(name) / "smoke"
+            done[name] = (RunPaths(root), execute(study, config, root, quiet=True))
+        return done[name]
+
+    return smoke_run
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +41,8 @@ def _isolated_cwd(tmp_path, monkeypatch):
 KILL = """
 import os, signal, sys
 import genlab.runs as runs, genlab.train as train
-from genlab.runs import execute
+from genlab.runs import RunPaths, execute
+from genlab.studies import STUDIES
 from genlab.studies import STUDIES
 from genlab.train import Callback
 study, where, at, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -53,6 +72,15 @@ elif where == "torn_metrics":  # half a line of the step's records on disk
             die()
         real_append(self, step, split, **values)
     runs.MetricsLog.append = torn
+elif where == "records":  # just before the at-th record (from 0), whatever its split
+    count = []
+    real_append = runs.MetricsLog.append
+    def counted(self, step, split, **values):
+        count.append(step)
+        if len(count) > at:
+            die()
+        real_append(self, step, split, **values)
+    runs.MetricsLog.append = counted
 elif where.startswith("record:"):  # just before the at-th record (from 0) of one split
     seen = []
     real_append = runs.MetricsLog.append

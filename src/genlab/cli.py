@@ -8,10 +8,6 @@ traceback: it prints one line naming the field or choice and exits with status 2
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import os
-import re
 import sys
 from pathlib import Path
 
@@ -36,7 +32,8 @@ names."""
 
 
 def fail(message: str, code: int = 2) -> int:
-    print(f"genlab: error: {message}", file=sys.stderr)
+    line = "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    print(f"genlab: error: {line}", file=sys.stderr)
     return code
 
 
@@ -85,40 +82,55 @@ def parse_run_args(study_name: str, argv: list[str]):
     return study, opts.preset, config, opts
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+def _flag(argument) -> str:
+    """The command-line spelling of a tyro argument (e.g. ``--optim.lr``)."""
+    names = getattr(getattr(argument, "lowered", None), "name_or_flags", None)
+    return "/".join(names) if names else str(argument)
+
+
+def _parse_error_message(event) -> str | None:
+    """One line for a tyro parse failure, from the event's fields (None: unknown event)."""
+    from tyro import _errors as e
+
+    if isinstance(event, e.InstantiationFailure):
+        where = _flag(event.argument) if event.argument is not None else "arguments"
+        return f"{where}: {event.message}"
+    if isinstance(event, e.InvalidChoice):
+        return f"{_flag(event.argument)}: invalid choice {event.value!r}; choose from " + (
+            ", ".join(event.choices)
+        )
+    if isinstance(event, e.BadValue):
+        if event.offending_value is None:
+            return f"{_flag(event.argument)}: missing value"
+        return f"{_flag(event.argument)}: takes no value, got {event.offending_value!r}"
+    if isinstance(event, e.UnrecognizedArgs):
+        return "unrecognized arguments: " + " ".join(event.tokens)
+    if isinstance(event, e.MissingArgs):
+        return "missing value for " + ", ".join(_flag(a.arg) for a in event.missing_arguments)
+    return None
+
+
+class _ParseFailed(Exception):
+    pass
 
 
 def one_line_errors(parse, *args, **kwargs):
-    """Call tyro's ``parse``; turn the box tyro prints for a bad argument into a ConfigError
-    whose one line is the box's title and message (``--help`` output passes through)."""
-    captured = io.StringIO()
-    columns = os.environ.get("COLUMNS")
-    if not {"-h", "--help"} & set(kwargs.get("args", ())):
-        os.environ["COLUMNS"] = "100000"  # no wrapping inside the box: one message, one row
+    """Call tyro's ``parse`` so that a bad argument raises GenlabError with one line naming it,
+    instead of tyro's multi-line box. tyro's parse-error hook (``tyro._errors``, pinned in
+    constraints.txt) gives the failure as data; an event it does not know exits with tyro's
+    own output."""
+    from tyro import _errors
+
+    def hook(event) -> None:
+        message = _parse_error_message(event)
+        if message is not None:
+            raise _ParseFailed(message)
+
     try:
-        with contextlib.redirect_stderr(captured):
+        with _errors.on_parse_error(hook):
             return parse(*args, **kwargs)
-    except SystemExit as e:
-        if e.code in (0, None):
-            raise
-        lines = [_ANSI.sub("", line) for line in captured.getvalue().splitlines()]
-        title = next((ln.strip("╭─╮ ") for ln in lines if ln.startswith("╭")), "invalid arguments")
-        rows = []
-        for ln in lines:
-            text = ln.strip("│ ")
-            if ln.startswith("│") and text and set(text) != {"─"}:
-                rows.append(text)
-            elif rows:
-                break  # the message ends at the box's first rule
-        message = " ".join(rows) or "could not parse the arguments"
-        if not message.lower().startswith(title.lower()):
-            message = f"{title}: {message}"
-        raise GenlabError(message) from None
-    finally:
-        if columns is None:
-            os.environ.pop("COLUMNS", None)
-        else:
-            os.environ["COLUMNS"] = columns
+    except _ParseFailed as failure:
+        raise GenlabError(str(failure)) from None
 
 
 def cmd_run(argv: list[str]) -> int:

@@ -29,6 +29,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -384,9 +385,11 @@ class Run:
         first = len(self.metrics.read())
         self.metrics.sync()
         atomic_write_json(marker, {"first_record": first, "done": False})
+        start = time.perf_counter()
         yield
         self.metrics.sync()
-        atomic_write_json(marker, {"first_record": first, "done": True})
+        wall_s = round(time.perf_counter() - start, 3)  # kept out of the (reproducible) metrics
+        atomic_write_json(marker, {"first_record": first, "done": True, "wall_s": wall_s})
 
 
 class Diverged(Exception):
@@ -607,6 +610,7 @@ def _execute(study, config, paths: RunPaths, resume, force, quiet, extra_callbac
 
 def _run_and_summarize(study, config, run: Run) -> dict:
     paths = run.paths
+    start = time.perf_counter()
     try:
         results = study.run(config, run)
         status = {"status": "complete"}
@@ -620,7 +624,8 @@ def _run_and_summarize(study, config, run: Run) -> dict:
         atomic_write_json(paths.summary, {"status": "failed", "error": f"{type(e).__name__}: {e}"})
         raise
     study.report(paths)
-    summary = {**status, "study": study.name, "results": results}
+    wall_s = round(time.perf_counter() - start, 3)  # of this attempt (a resumed run: the rest)
+    summary = {**status, "study": study.name, "wall_s": wall_s, "results": results}
     atomic_write_json(paths.summary, summary)
     return summary
 

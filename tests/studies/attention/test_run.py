@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from genlab.runs import MetricsLog, RunPaths, execute
+from genlab.runs import MetricsLog, execute
 from genlab.studies import STUDIES
 from genlab.studies.attention.config import TaskConfig
 from genlab.studies.attention.run import measure_setting
@@ -13,12 +13,8 @@ FIGURES = ("fig3_attention", "grid_losses", "grid_regimes", "delayed", "transfor
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("attention") / "smoke"
-    cfg = ATTENTION.presets["smoke"]()
-    ATTENTION.validate(cfg)
-    summary = execute(ATTENTION, cfg, root, quiet=True)
-    return RunPaths(root), summary
+def smoke_run(smoke_runs):
+    return smoke_runs("attention")
 
 
 def test_smoke_run_is_complete(smoke_run):
@@ -49,17 +45,6 @@ def test_smoke_run_is_complete(smoke_run):
         "large-noise": "harmful",
         "large-signal": "not_overfitting",
     }
-
-
-def test_report_rebuilds_from_files(smoke_run):
-    paths, _ = smoke_run
-    before = paths.report_md.read_text()
-    paths.report_md.unlink()
-    paths.figure("grid_regimes").unlink()
-    paths.figure("fig3_attention").unlink()
-    ATTENTION.report(paths)
-    assert paths.report_md.read_text() == before
-    assert paths.figure("grid_regimes").exists() and paths.figure("fig3_attention").exists()
 
 
 def test_resume_skips_finished_parts(smoke_run, tmp_path):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
@@ -247,13 +245,11 @@ def run(cfg: AttentionConfig, run: Run) -> dict:
     if not run.resume and run.paths.metrics.exists():
         run.paths.metrics.unlink()
     results: dict = {}
-    timings: dict[str, float] = {}
     for part in PARTS:
         if part not in cfg.parts:
             continue
         if not run.stage_done(part):  # a finished part is skipped on resume
-            with run.stage(part):
-                start = time.perf_counter()
+            with run.stage(part):  # its wall time goes to stages/PART.json
                 if part == "fig3":
                     run_fig3(cfg, run)
                 elif part == "grid":
@@ -265,8 +261,6 @@ def run(cfg: AttentionConfig, run: Run) -> dict:
                 elif part == "real":
                     art = run.paths.artifact(ARTIFACTS[part])
                     atomic_write_json(art, {"results": run_real(cfg.real, run)})
-                timings[part] = time.perf_counter() - start
-                run.log(0, "timing", part=part, wall_s=timings[part])
         results[part] = part_results(part, run.paths, cfg)
     return results
 
