@@ -22,31 +22,26 @@ A task therefore costs one ``W_0`` draw and two (d x d)(d x m) products, ``O(d^2
 never materialised. Per-cell results equal those of
 ``train_token_attention(make_token_data(...))`` up to float rounding.
 
-Executors: ``"local"`` runs the tasks in this process one after another, ``"process"`` in a
-``concurrent.futures.ProcessPoolExecutor`` (spawned workers), ``"ray"`` as Ray tasks. Every task
-runs with ``threads`` (default 1) intra-op threads whatever the executor, so results do not
-depend on the executor (bit for bit on one machine, for one split into tasks; another split,
+Tasks run through :func:`genlab.executor.map_tasks` (``"local"``, ``"process"`` or
+``"ray"``), each with ``threads`` (default 1) intra-op threads, so results do not depend on the
+executor (bit for bit on one machine, for one split into tasks; another split,
 ``max_cells_per_task`` or ``memory_budget_bytes``, batches BLAS calls differently and changes
-only float rounding, ~1e-7 relative in float32). The process pool uses the ``"spawn"`` start
-method by default, so a script calling ``run_grid(executor="process")`` needs the usual
-``if __name__ == "__main__":`` guard.
+only float rounding, ~1e-7 relative in float32).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import torch
 
 from genlab.data.tokens import draw_token_noise, signal_coefficients
-from genlab.errors import ConfigError, GenlabError
+from genlab.errors import ConfigError
+from genlab.executor import Executor, RayUnavailable, map_tasks  # noqa: F401 (re-exported)
 from genlab.models.token_attention import (
     class_attention,
     gram_descent,
@@ -75,13 +70,6 @@ METRICS = (
     "attn_relevant_clean",
     "attn_relevant_noisy",
 )
-
-Executor = Literal["local", "process", "ray"]
-
-
-class RayUnavailable(GenlabError, ImportError):
-    """``executor="ray"`` without Ray installed."""
-
 
 # --------------------------------------------------------------------------------------------
 # One task: a chunk of cells sharing d
@@ -272,51 +260,6 @@ def make_tasks(
     return tasks
 
 
-def _init_worker(threads: int | None) -> None:
-    if threads is not None:
-        torch.set_num_threads(threads)
-
-
-def _execute(tasks, executor, workers, ray_address, threads, on_done, mp_context="spawn"):
-    if executor == "local":
-        for task in tasks:
-            on_done(task, run_task(task))
-    elif executor == "process":
-        import multiprocessing as mp
-
-        n_workers = workers or os.cpu_count() or 1
-        with ProcessPoolExecutor(
-            max_workers=min(n_workers, len(tasks)),
-            mp_context=mp.get_context(mp_context),
-            initializer=_init_worker,
-            initargs=(threads,),
-        ) as pool:
-            futures = {pool.submit(run_task, task): task for task in tasks}
-            for fut in as_completed(futures):
-                on_done(futures[fut], fut.result())
-    elif executor == "ray":
-        try:
-            import ray
-        except ImportError as err:
-            raise RayUnavailable(
-                "executor='ray' needs Ray, which is not installed: pip install ray "
-                "(or pip install 'genlab[ray]')"
-            ) from err
-        if not ray.is_initialized():
-            if ray_address:
-                ray.init(address=ray_address)
-            else:
-                ray.init(num_cpus=workers) if workers else ray.init()
-        remote = ray.remote(num_cpus=1)(run_task)
-        pending = {remote.remote(task): task for task in tasks}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                on_done(pending.pop(ref), ray.get(ref))
-    else:
-        raise ConfigError("executor", f"must be 'local', 'process' or 'ray', got {executor!r}")
-
-
 def run_grid(
     mu_values: Sequence[float] = MU_VALUES,
     d_values: Sequence[int] = D_VALUES,
@@ -386,7 +329,10 @@ def run_grid(
             progress(done, total)
 
     start = time.perf_counter()
-    _execute(tasks, executor, workers, ray_address, threads, on_done, mp_context)
+    map_tasks(
+        run_task, tasks, executor=executor, workers=workers, threads=threads,
+        ray_address=ray_address, on_done=on_done, mp_context=mp_context,
+    )  # fmt: skip
     config = dict(settings, executor=executor, n_tasks=len(tasks))
     return GridResult(mu_arr, d_arr, metrics, config, time.perf_counter() - start)
 
