@@ -75,7 +75,7 @@ def test_corrupt_checkpoints_on_resume_exit_2(tmp_path, capsys):
     out = tmp_path / "r"
     assert main(["run", "classify", "--steps", "60", "--quiet", "--out", str(out)]) == 0
     (out / "summary.json").unlink()  # pretend it was interrupted
-    for f in (out / "checkpoints").glob("*.safetensors"):
+    for f in (out / "checkpoints" / "train").glob("*.safetensors"):
         f.write_text("{not a checkpoint")
     assert main(["run", "classify", "--steps", "60", "--quiet", "--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err

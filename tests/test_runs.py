@@ -37,7 +37,8 @@ def test_run_folder_holds_every_file(tmp_path):
         paths.report_html,
         paths.summary,
         paths.figure("curves"),
-        *paths.checkpoint_files(300),
+        *runs.checkpoint_files(paths.stage_checkpoints("train"), 300),
+        paths.stage_marker("train"),
         paths.noisy_idx,
     ):
         assert f.exists(), f
@@ -104,8 +105,9 @@ def test_damaged_latest_checkpoint_falls_back_to_the_intact_one(tmp_path, capsys
     with pytest.raises(Interrupt):
         execute(CLASSIFY, cfg, tmp_path / "r", quiet=True, extra_callbacks=interrupted_at(150))
     paths = RunPaths(tmp_path / "r")
-    assert paths.checkpoint_steps() == [100, 0]
-    tensors, _ = paths.checkpoint_files(100)
+    folder = paths.stage_checkpoints("train")
+    assert runs.checkpoint_steps(folder) == [100, 0]
+    tensors, _ = runs.checkpoint_files(folder, 100)
     tensors.write_bytes(tensors.read_bytes()[:100])  # truncated, as by a crash or full disk
     capsys.readouterr()
     assert execute(CLASSIFY, cfg, paths.root, quiet=True, resume=True)["status"] == "complete"
@@ -119,7 +121,7 @@ def test_resume_with_every_checkpoint_damaged_is_an_error(tmp_path):
     with pytest.raises(Interrupt):
         execute(CLASSIFY, small(), tmp_path / "r", quiet=True, extra_callbacks=interrupted_at(150))
     before = (tmp_path / "r/metrics.jsonl").read_text()
-    for f in (tmp_path / "r/checkpoints").glob("*.pt"):
+    for f in (tmp_path / "r/checkpoints/train").glob("*.pt"):
         f.write_bytes(f.read_bytes()[:50])
     with pytest.raises(CheckpointError, match="no intact checkpoint.*corrupt or truncated"):
         execute(CLASSIFY, small(), tmp_path / "r", quiet=True, resume=True)

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -81,18 +82,9 @@ class RunPaths:
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 
-    def checkpoint_files(self, step: int) -> tuple[Path, Path]:
-        """(tensors, state) files of the checkpoint at ``step``."""
-        stem = self.checkpoints / f"step-{step:09d}"
-        return stem.with_suffix(".safetensors"), stem.with_suffix(".pt")
-
-    def checkpoint_steps(self) -> list[int]:
-        """Steps that have a checkpoint file on disk, newest first (intact or not)."""
-        steps = set()
-        for p in self.checkpoints.glob("step-*.*"):
-            if p.suffix in (".safetensors", ".pt") and p.stem[5:].isdigit():
-                steps.add(int(p.stem[5:]))
-        return sorted(steps, reverse=True)
+    def stage_checkpoints(self, stage: str) -> Path:
+        """``checkpoints/STAGE/``: the stage's checkpoints, newest two."""
+        return self.checkpoints / stage
 
     def stage_marker(self, name: str) -> Path:
         """``stages/NAME.json``: where the stage's records begin, and whether it finished."""
@@ -213,49 +205,82 @@ class MetricsLog:
                 break  # a torn last line from a crash: everything before it is good
         return records
 
-    def truncate_to(self, n_records: int) -> None:
-        """Keep the first ``n_records`` records (an interrupted stage's records are dropped)."""
-        kept = self.read()[:n_records]
+    def truncate(self, first: int, through_step: int | None = None) -> None:
+        """Keep the first ``first`` records and, of the later ones, those logged at steps up to
+        ``through_step`` (none if None): how a stage resumed from its checkpoint at that step
+        (or redone from its start) forgets what its interrupted attempt logged after it."""
+        records = self.read()
+        kept = records[:first]
+        if through_step is not None:
+            kept += [r for r in records[first:] if r["step"] <= through_step]
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
-    def truncate_after(self, step: int) -> None:
-        """Drop records logged after ``step`` (they are recomputed when a run resumes)."""
-        kept = [r for r in self.read() if r["step"] <= step]
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+
+def series(records: Iterable[dict], split: str, **context: Any) -> dict[str, np.ndarray]:
+    """The one reader of metrics records: key -> array over the records of ``split`` whose
+    context keys equal ``context`` (e.g. ``member="a8-wd0.1-s42"``), in logged order.
+
+    Numbers become float arrays, with NaN where a record lacks the key or holds None (a
+    measure logged on a coarser schedule); lists become 2-D arrays (one row per record);
+    strings (``split``, ``stage``, context keys) are left out."""
+    rows = [
+        r
+        for r in records
+        if r.get("split") == split and all(r.get(k) == v for k, v in context.items())
+    ]
+    keys: dict[str, None] = {}  # first-seen order
+    for r in rows:
+        for k, v in r.items():
+            if isinstance(v, int | float | list) and not isinstance(v, bool):
+                keys.setdefault(k)
+    return {
+        k: np.array([np.nan if r.get(k) is None else r[k] for r in rows], dtype=float) for k in keys
+    }
 
 
 def metric_series(records: Iterable[dict], split: str, key: str) -> tuple[list[int], list[float]]:
-    """(steps, values) of ``key`` in the records of ``split``, in logged order."""
-    steps, values = [], []
-    for r in records:
-        if r.get("split") == split and key in r and r[key] is not None:
-            steps.append(r["step"])
-            values.append(float(r[key]))
-    return steps, values
+    """(steps, values) of ``key`` in the records of ``split`` that have it."""
+    s = series([r for r in records if r.get(key) is not None], split)
+    return s.get("step", np.array([])).astype(int).tolist(), s.get(key, np.array([])).tolist()
 
 
 # --- checkpoints ---------------------------------------------------------------------------
 
 
+def checkpoint_files(folder: Path, step: int) -> tuple[Path, Path]:
+    """(tensors, state) files of the checkpoint at ``step`` in ``folder``."""
+    stem = folder / f"step-{step:09d}"
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".pt")
+
+
+def checkpoint_steps(folder: Path) -> list[int]:
+    """Steps that have a checkpoint file in ``folder``, newest first (intact or not)."""
+    steps = set()
+    for p in folder.glob("step-*.*"):
+        if p.suffix in (".safetensors", ".pt") and p.stem[5:].isdigit():
+            steps.add(int(p.stem[5:]))
+    return sorted(steps, reverse=True)
+
+
 def save_checkpoint(
-    paths: RunPaths, step: int, tensors: dict[str, torch.Tensor], state: Any, keep: int = 2
+    folder: Path, step: int, tensors: dict[str, torch.Tensor], state: Any, keep: int = 2
 ) -> None:
     """Tensors as safetensors, everything else (optimizer, RNG, counters) as a torch file that
     loads with ``weights_only=True``; both written atomically (fsync, rename), the state file
     last, so a checkpoint whose two files load is complete. The newest ``keep`` are kept: one to
     fall back on if the newest is damaged."""
-    tensor_file, state_file = paths.checkpoint_files(step)
+    tensor_file, state_file = checkpoint_files(folder, step)
     atomic_write_safetensors(tensor_file, tensors)
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write_bytes(state_file, buffer.getvalue())
-    for old in paths.checkpoint_steps()[keep:]:
-        for p in paths.checkpoint_files(old):
+    for old in checkpoint_steps(folder)[keep:]:
+        for p in checkpoint_files(folder, old):
             p.unlink(missing_ok=True)
 
 
-def _read_checkpoint(paths: RunPaths, step: int) -> tuple[dict[str, torch.Tensor], Any]:
-    tensor_file, state_file = paths.checkpoint_files(step)
+def _read_checkpoint(folder: Path, step: int) -> tuple[dict[str, torch.Tensor], Any]:
+    tensor_file, state_file = checkpoint_files(folder, step)
     try:
         tensors = load_file(str(tensor_file))
     except (SafetensorError, OSError, ValueError) as e:
@@ -267,26 +292,33 @@ def _read_checkpoint(paths: RunPaths, step: int) -> tuple[dict[str, torch.Tensor
     return tensors, state
 
 
-def load_checkpoint(paths: RunPaths) -> tuple[int, dict[str, torch.Tensor], Any] | None:
-    """The newest intact checkpoint as (step, tensors, state), or None if the run has none.
+@dataclass(frozen=True)
+class Checkpoint:
+    step: int
+    tensors: dict[str, torch.Tensor]
+    state: Any
+
+
+def load_checkpoint(folder: Path) -> Checkpoint | None:
+    """The newest intact checkpoint in ``folder``, or None if there is none.
 
     An incomplete newer checkpoint (a write cut short) or a damaged one (truncated or corrupted
     on disk) is skipped with a warning that names it and the step resumed from; CheckpointError
     when checkpoints exist but none of the complete ones is intact."""
     damaged: list[str] = []
-    for step in paths.checkpoint_steps():
-        if not all(p.exists() for p in paths.checkpoint_files(step)):
+    for step in checkpoint_steps(folder):
+        if not all(p.exists() for p in checkpoint_files(folder, step)):
             # a write cut short: the state file is written last, and only then is it complete
-            warn(f"{paths.checkpoints}: the checkpoint at step {step} was never completed")
+            warn(f"{folder}: the checkpoint at step {step} was never completed")
             continue
         try:
-            tensors, state = _read_checkpoint(paths, step)
+            tensors, state = _read_checkpoint(folder, step)
         except CheckpointError as e:
             damaged.append(str(e))
             continue
         if damaged:
             warn(f"{damaged[0]}; resuming from the intact checkpoint at step {step}")
-        return step, tensors, state
+        return Checkpoint(step, tensors, state)
     if damaged:
         raise CheckpointError(f"no intact checkpoint to resume from: {damaged[0]}")
     return None
@@ -352,8 +384,22 @@ def run_name(preset: str, config: Any, preset_config: Any) -> str:
 
 
 @dataclass
+class Stage:
+    """The stage a run is in: its name, its checkpoint folder, and (on resume) the newest
+    intact checkpoint it continues from."""
+
+    name: str
+    checkpoints: Path
+    resume_from: Checkpoint | None = None
+
+
+@dataclass
 class Run:
-    """What a study's ``run`` function gets: the paths, the metrics log, and run options."""
+    """What a study's ``run`` function gets: the paths, the metrics log, and run options.
+
+    A run is a sequence of stages (``with run.stage(name):``): a training loop, a pruning
+    level, an attention part. Records logged inside a stage carry ``stage``: every record has
+    ``step``, ``split``, ``stage``, then context keys (``member``, ``layer``, ...) and values."""
 
     paths: RunPaths
     config: Any
@@ -361,12 +407,15 @@ class Run:
     quiet: bool = False
     extra_callbacks: list = field(default_factory=list)
     """Callbacks added to every training loop of the run (tests interrupt runs with these)."""
+    current_stage: Stage | None = None
 
     def __post_init__(self):
         self.metrics = MetricsLog(self.paths.metrics)
 
     def log(self, step: int, split: str, **values: Any) -> None:
-        self.metrics.append(step, split, **values)
+        if self.current_stage is None:  # only a stage knows what to drop when it resumes
+            raise RuntimeError(f"{split} record logged outside a stage")
+        self.metrics.append(step, split, stage=self.current_stage.name, **values)
 
     def stage_done(self, name: str) -> bool:
         """Whether stage ``name`` finished in an earlier attempt of this run (only on resume)."""
@@ -374,19 +423,36 @@ class Run:
         return self.resume and marker.exists() and bool(read_json(marker).get("done"))
 
     @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        """A part of the run that is done whole or redone whole: entering it writes where its
-        records begin; leaving it normally marks it done. On resume, an unfinished stage first
-        drops the records its interrupted attempt logged, so a hard kill anywhere in it
-        leaves no duplicate records."""
-        marker = self.paths.stage_marker(name)
+    def stage(self, name: str) -> Iterator[Stage]:
+        """A part of the run with its own checkpoints (``checkpoints/NAME/``) and a marker
+        (``stages/NAME.json``: where its records begin, whether it finished, its wall time).
+
+        On resume, an unfinished stage continues from its newest intact checkpoint, and one
+        without a checkpoint starts over: either way the records its interrupted attempt
+        logged after that point are dropped first, so a hard kill anywhere leaves no
+        duplicate. A loop inside the stage picks up ``stage.resume_from``."""
+        if self.current_stage is not None:
+            raise RuntimeError(f"stage {name!r} inside stage {self.current_stage.name!r}")
+        marker, stage = (
+            self.paths.stage_marker(name),
+            Stage(name, self.paths.stage_checkpoints(name)),
+        )
         if self.resume and marker.exists():
-            self.metrics.truncate_to(int(read_json(marker)["first_record"]))
-        first = len(self.metrics.read())
+            first = int(read_json(marker)["first_record"])
+            stage.resume_from = load_checkpoint(stage.checkpoints)
+            through = stage.resume_from.step if stage.resume_from else None
+            self.metrics.truncate(first, through)
+        else:
+            first = len(self.metrics.read())
+            shutil.rmtree(stage.checkpoints, ignore_errors=True)  # none from another attempt
         self.metrics.sync()
         atomic_write_json(marker, {"first_record": first, "done": False})
         start = time.perf_counter()
-        yield
+        self.current_stage = stage
+        try:
+            yield stage
+        finally:
+            self.current_stage = None
         self.metrics.sync()
         wall_s = round(time.perf_counter() - start, 3)  # kept out of the (reproducible) metrics
         atomic_write_json(marker, {"first_record": first, "done": True, "wall_s": wall_s})
@@ -517,7 +583,9 @@ def _finish_replacements(root: Path) -> None:
 
 def _remove_temp_files(paths: RunPaths) -> None:
     """Temp files of atomic writes cut short by a kill (we hold the lock: nobody else writes)."""
-    for folder in (paths.root, paths.checkpoints, paths.figures, paths.stage_marker("x").parent):
+    folders = [paths.root, paths.figures, paths.stage_marker("x").parent, paths.checkpoints]
+    folders += [p for p in paths.checkpoints.glob("*") if p.is_dir()]
+    for folder in folders:
         if folder.is_dir():
             for p in folder.glob(".*.tmp"):
                 p.unlink(missing_ok=True)

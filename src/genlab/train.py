@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.errors import CheckpointError
-from genlab.runs import Diverged, Run, load_checkpoint, save_checkpoint
+from genlab.runs import Diverged, Run, save_checkpoint
 
 # --- losses --------------------------------------------------------------------------------
 
@@ -245,20 +245,21 @@ class TrainLoop:
 
 
 def train_in_run(loop: TrainLoop, run: Run, checkpoint_every: int, label: str = "") -> None:
-    """Drive ``loop`` inside a run folder: resume from its last checkpoint when asked,
-    checkpoint on a schedule and at the end, show progress unless quiet."""
-    if run.resume and (ckpt := load_checkpoint(run.paths)) is not None:
-        step, tensors, state = ckpt
-        loop.restore(tensors, state)
-        run.metrics.truncate_after(step)  # records after the checkpoint are logged again
+    """Drive ``loop`` inside the run's current stage: continue from the stage's checkpoint on
+    resume, checkpoint on a schedule and at the end, show progress unless quiet."""
+    stage = run.current_stage
+    if stage is None:
+        raise RuntimeError("train_in_run needs a stage: wrap it in `with run.stage(name):`")
+    if stage.resume_from is not None:
+        ckpt = stage.resume_from
+        loop.restore(ckpt.tensors, ckpt.state)
         if not run.quiet:
-            print(f"{run.paths.root}: resuming from the checkpoint at step {step}", flush=True)
-    elif run.paths.metrics.exists():
-        run.paths.metrics.unlink()  # a fresh start: no stale records
+            print(f"{run.paths.root}: {stage.name} resumes at step {ckpt.step}", flush=True)
 
     def checkpoint(lp: TrainLoop) -> None:
         run.metrics.sync()  # the records this checkpoint vouches for reach the disk first
-        save_checkpoint(run.paths, lp.step, lp.stepper.checkpoint_tensors(), lp.checkpoint_state())
+        tensors, state = lp.stepper.checkpoint_tensors(), lp.checkpoint_state()
+        save_checkpoint(stage.checkpoints, lp.step, tensors, state)
 
     ckpt_steps = {loop.total_steps}
     loop.callbacks = [

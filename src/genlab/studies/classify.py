@@ -167,7 +167,8 @@ def run(cfg: ClassifyConfig, run: Run) -> dict:
             Callback(meter, measurement_steps(cfg.steps, cfg.measure_every, cfg.log_points))
         ],
     )
-    train_in_run(loop, run, cfg.checkpoint_every, label=f"classify {cfg.data.name}")
+    with run.stage("train"):
+        train_in_run(loop, run, cfg.checkpoint_every, label=f"classify {cfg.data.name}")
     return final_numbers(run.metrics.read())
 
 
@@ -175,7 +176,7 @@ def final_numbers(records: list[dict]) -> dict:
     last = {}
     for r in records:
         for k, v in r.items():
-            if k not in ("step", "split"):
+            if k not in ("step", "split", "stage"):
                 last[f"{r['split']}_{k}"] = v
         last["step"] = r["step"]
     return last

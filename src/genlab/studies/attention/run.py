@@ -27,6 +27,7 @@ from genlab.runs import (
     RunPaths,
     atomic_write_json,
     read_json,
+    series,
 )
 from genlab.studies.attention.analysis import (
     delayed_analysis,
@@ -73,16 +74,7 @@ def setting_summary(hist: TrainHistory, task: TaskConfig, d: int, mu_norm: float
 
 
 def split_series(records: list[dict], split: str) -> dict[str, np.ndarray]:
-    """key -> array over the logged steps of ``split`` (lists become 2-D arrays)."""
-    rows = [r for r in records if r.get("split") == split]
-    out: dict[str, np.ndarray] = {}
-    if not rows:
-        return out
-    for key in rows[0]:
-        if key == "split":
-            continue
-        out[key] = np.array([r.get(key, np.nan) for r in rows], dtype=float)
-    return out
+    return series(records, split)  # TODO(issue 8): callers use genlab.runs.series directly
 
 
 def _hist_record(h: TrainHistory, i: int) -> dict:
@@ -242,8 +234,6 @@ ARTIFACTS = {
 
 
 def run(cfg: AttentionConfig, run: Run) -> dict:
-    if not run.resume and run.paths.metrics.exists():
-        run.paths.metrics.unlink()
     results: dict = {}
     for part in PARTS:
         if part not in cfg.parts:

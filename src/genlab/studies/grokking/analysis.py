@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from genlab.report import fmt
+from genlab.runs import series
 
 # --- analysis (from metrics.jsonl alone) ---------------------------------------------------
 
@@ -12,17 +13,10 @@ from genlab.report import fmt
 def member_series(records: list[dict]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
     """member -> split -> key -> array over that member's logged steps (NaN where a record
     lacks the key, e.g. mutual information, which is measured on a coarser schedule)."""
-    grouped: dict = {}
-    for r in records:
-        grouped.setdefault(r["member"], {}).setdefault(r["split"], []).append(r)
+    pairs = dict.fromkeys((r["member"], r["split"]) for r in records)  # first-seen order
     out: dict = {}
-    for member, splits in grouped.items():
-        for split, rows in splits.items():
-            keys = {k for r in rows for k, v in r.items() if isinstance(v, int | float)}
-            out.setdefault(member, {})[split] = {
-                k: np.array([np.nan if r.get(k) is None else float(r[k]) for r in rows])
-                for k in keys
-            }
+    for member, split in pairs:
+        out.setdefault(member, {})[split] = series(records, split, member=member)
     return out
 
 

@@ -320,7 +320,8 @@ def run(cfg: GrokkingConfig, run: Run) -> dict:
     steps, mi_steps = schedule(cfg)
     meter = GrokkingMeter(run, cfg, data, members, mi_steps)
     loop = TrainLoop(stepper, cfg.steps, callbacks=[Callback(meter, steps)])
-    train_in_run(loop, run, cfg.checkpoint_every, label=f"grokking {cfg.task}/{cfg.model}")
+    with run.stage("train"):
+        train_in_run(loop, run, cfg.checkpoint_every, label=f"grokking {cfg.task}/{cfg.model}")
     margins = class01_margins(stepper, data, members, cfg.margin_members)
     atomic_write_json(run.paths.artifact("margins.json"), margins)
     analysis = analyze(MetricsLog(run.paths.metrics).read())
