@@ -4,7 +4,7 @@ Only torch, numpy, scipy and scikit-learn are imported here, never genlab.studie
 genlab.data, so every measure can be used (and tested) on its own.
 """
 
-from genlab.measures.bound import GeneralizationBound, generalization_bound
+from genlab.measures.nc_bound import GeneralizationBound, generalization_bound
 from genlab.measures.hsic import (
     gaussian_kernel,
     nhsic,

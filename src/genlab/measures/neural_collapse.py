@@ -49,7 +49,7 @@ from genlab.measures._class_stats import (
     class_statistics,
     sigma_b_directions,
 )
-from genlab.measures.bound import GeneralizationBound, bound_from_statistics
+from genlab.measures.nc_bound import GeneralizationBound, bound_from_statistics
 
 __all__ = [
     "NeuralCollapse",
