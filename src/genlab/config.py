@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from genlab.errors import ConfigError
@@ -62,3 +62,14 @@ def require_unit(values: Mapping[str, float], closed_high: bool = False) -> None
     for name, value in values.items():
         if not (0.0 <= value <= 1.0 if closed_high else 0.0 <= value < 1.0):
             raise ConfigError(name, f"must be in [0, 1{']' if closed_high else ')'}, got {value}")
+
+
+def reject_changed(config: Any, default: Any, names: Sequence[str], why: str) -> None:
+    """A field that does not apply must keep its default: ConfigError naming the first of
+    ``names`` (dotted) whose value in ``config`` differs from ``default``'s, saying ``why``."""
+    for name in names:
+        value, base = config, default
+        for part in name.split("."):
+            value, base = getattr(value, part), getattr(base, part)
+        if value != base:
+            raise ConfigError(name, f"{why} (got {value!r}; leave it at {base!r})")

@@ -52,3 +52,11 @@ def test_presets_exist_and_validate():
     assert ATTENTION.presets["real-vision"]().real.modality == "vision"
     assert ATTENTION.presets["real-text"]().real.modality == "text"
     assert ATTENTION.presets["real-text"]().parts == ("real",)
+
+
+def test_settings_of_a_part_that_does_not_run_are_rejected_not_ignored(capsys):
+    from genlab.cli import main
+
+    assert main(["run", "attention", "--preset", "fig3", "--grid.steps", "5", "--check"]) == 2
+    assert "error: grid.steps: applies to part 'grid'" in capsys.readouterr().err
+    assert main(["run", "attention", "--preset", "fig3", "--fig3.steps", "5", "--check"]) == 0

@@ -41,3 +41,21 @@ def test_invalid_configs_name_the_field(change, field):
 
 
 # --- end to end: the smoke preset groks, resumes exactly, rebuilds its report ----------------
+
+
+@pytest.mark.parametrize(
+    ("preset", "args", "field"),
+    [
+        ("smoke", ["--transformer.p", "97"], "transformer.p"),  # the task's --p is used
+        ("smoke", ["--transformer.train-fraction", "0.5"], "transformer.train_fraction"),
+        ("smoke", ["--transformer.lr", "0.01"], "transformer.lr"),  # MLP sweep: not read
+        ("modular-transformer", ["--lr", "0.01"], "lr"),  # transformer: --transformer.lr
+        ("modular-transformer", ["--weight-decays", "0.1", "0.3"], "weight_decays"),
+        ("mnist-fig", ["--p", "97"], "p"),  # not a modular task
+    ],
+)
+def test_a_field_that_does_not_apply_is_rejected_not_ignored(preset, args, field, capsys):
+    from genlab.cli import main
+
+    assert main(["run", "grokking", "--preset", preset, *args, "--check"]) == 2
+    assert f"error: {field}: " in capsys.readouterr().err

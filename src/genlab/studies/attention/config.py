@@ -10,7 +10,7 @@ from genlab.attention_real import (
     RealDataConfig,
 )
 from genlab.attention_real import check_config as check_real_config
-from genlab.config import require_nonnegative, require_positive, require_unit
+from genlab.config import reject_changed, require_nonnegative, require_positive, require_unit
 from genlab.data.tokens import num_flips
 from genlab.errors import ConfigError
 from genlab.grid import (
@@ -201,6 +201,12 @@ def validate(cfg: AttentionConfig) -> None:
     if cfg.transformer.d < 2:
         raise ConfigError("transformer.d", f"must be >= 2, got {cfg.transformer.d}")
     check_real_config(cfg.real)  # also when the part is off: a bad value is never silent
+    # No field is silently ignored: the settings of a part that does not run stay default.
+    base = AttentionConfig()
+    for part in PARTS:
+        if part not in cfg.parts:
+            fields = [f"{part}.{f.name}" for f in dataclasses.fields(getattr(base, part))]
+            reject_changed(cfg, base, fields, f"applies to part {part!r}, which is not in --parts")
 
 
 def _check_settings(part: str, labels, d_values, mu_values) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-from genlab.config import require_nonnegative, require_positive, require_unit
+from genlab.config import reject_changed, require_nonnegative, require_positive, require_unit
 from genlab.data.modular import make_modular_data
 from genlab.errors import ConfigError
 from genlab.models.modular_transformer import (
@@ -99,6 +100,22 @@ def validate(cfg: GrokkingConfig) -> None:
         raise ConfigError("init_scale", f"must be > 0, got {cfg.init_scale}")
     if cfg.model == "transformer" and cfg.task != "modular":
         raise ConfigError("model", "the transformer runs the modular task only")
+    # No field is silently ignored: one that does not apply to this config must stay default.
+    base = GrokkingConfig()
+    reject_changed(
+        cfg, base, ("transformer.p", "transformer.train_fraction"),
+        "never read: the task's --p and --train-fraction apply to every model",
+    )  # fmt: skip
+    if cfg.model == "transformer":
+        mlp_only = ("lr", "weight_decays", "betas", "batch_size", "width", "depth", "init_scale")
+        mlp_only += ("control_init_scale", "loss")
+        reject_changed(cfg, base, mlp_only, "applies to the MLP sweep; the transformer "
+                       "takes its optimizer from --transformer.*")  # fmt: skip
+    else:
+        fields = [f"transformer.{f.name}" for f in dataclasses.fields(base.transformer)]
+        reject_changed(cfg, base, fields, "applies to --model transformer only")
+    if cfg.task != "modular":
+        reject_changed(cfg, base, ("p", "op", "train_fraction"), "applies to --task modular only")
     if cfg.task == "modular":
         make_modular_data(cfg.p, cfg.op, cfg.train_fraction)  # raises naming p/op/fraction
         if cfg.model == "mlp" and cfg.width < cfg.p:
