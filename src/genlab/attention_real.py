@@ -674,7 +674,9 @@ def run_real(cfg: RealDataConfig, run: Run) -> dict:
 
 
 def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}%"
+    from genlab.report import pct
+
+    return pct(v)
 
 
 def _plot_curves(paths: RunPaths, modality: str, result: dict) -> str:

@@ -21,6 +21,7 @@ commands:
             [--FIELD VALUE ...]
                                run a study (genlab run STUDY --help lists every field)
   report RUN_DIR               rebuild figures and reports from a run folder's files
+  report --index DIR           write DIR/index.html: a front page for every run folder under DIR
   demo [--out DIR] [--quiet]   run every study's smoke preset and write an index.html
 """
 
@@ -150,11 +151,23 @@ def cmd_run(argv: list[str]) -> int:
 
 
 def cmd_report(argv: list[str]) -> int:
+    from genlab.report import find_runs, write_index
     from genlab.runs import RunPaths, read_json
     from genlab.studies import STUDIES
 
-    if len(argv) != 1:
-        return fail("usage: genlab report RUN_DIR")
+    if argv[:1] == ["--index"]:  # DIR/index.html: a front page for every run folder under DIR
+        if len(argv) != 2 or argv[1].startswith("-"):
+            return fail("usage: genlab report --index DIR")
+        folder = Path(argv[1])
+        if not folder.is_dir():
+            return fail(f"{folder}: not a folder")
+        runs = find_runs(folder)
+        if not runs:
+            return fail(f"{folder}: no run folder found (a folder whose env.json names a study)")
+        print(f"wrote {write_index(folder, runs)} ({len(runs)} run{'s' * (len(runs) != 1)})")
+        return 0
+    if len(argv) != 1 or argv[0].startswith("-"):
+        return fail("usage: genlab report RUN_DIR | genlab report --index DIR")
     paths = RunPaths(Path(argv[0]))
     if not paths.env.exists():
         return fail(f"{paths.root}: not a run folder (no env.json)")

@@ -1,18 +1,21 @@
-"""``genlab demo``: every study's smoke preset into one folder, with an index page."""
+"""``genlab demo``: every study's smoke preset into one folder, with an index page (the front
+page of the work: per study its key figure, the paper's claims beside the run's numbers, status,
+wall time and a link to the full report; :func:`genlab.report.write_index`)."""
 
 from __future__ import annotations
 
-import html
 import json
+import sys
 from pathlib import Path
 
-from genlab.runs import RunPaths, atomic_write_text, execute, to_jsonable
+from genlab.report import write_index
+from genlab.runs import RunPaths, execute, to_jsonable
 
 
 def run_demo(out: Path, quiet: bool = False) -> int:
     from genlab.studies import STUDIES
 
-    rows, failed = [], 0
+    runs, failed = [], 0
     for i, (name, study) in enumerate(STUDIES.items(), 1):
         config = study.presets["smoke"]()
         study.check(config)
@@ -26,21 +29,11 @@ def run_demo(out: Path, quiet: bool = False) -> int:
                 summary = execute(study, config, paths.root, force=True, quiet=quiet)
             except Exception as e:  # one broken study must not hide the others' results
                 summary = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+                print(f"demo: {name} failed: {summary['error']}", file=sys.stderr)
         failed += summary["status"] != "complete"
-        rows.append((name, study.description, summary["status"]))
-    items = "".join(
-        f"<tr><td><a href='{n}/report.html'>{n}</a></td><td>{html.escape(d)}</td><td>{s}</td></tr>"
-        for n, d, s in rows
-    )
-    atomic_write_text(
-        out / "index.html",
-        (
-            "<!doctype html><html><head><meta charset='utf-8'><title>genlab demo</title></head>"
-            "<body><h1>genlab demo: smoke presets</h1><table border=1 cellpadding=4>"
-            f"<tr><th>study</th><th>what</th><th>status</th></tr>{items}</table></body></html>\n"
-        ),
-    )
-    print(f"demo: {len(rows) - failed}/{len(rows)} studies complete -> {out / 'index.html'}")
+        runs.append(paths)
+    index = write_index(out, runs, title="genlab demo: smoke presets")
+    print(f"demo: {len(runs) - failed}/{len(runs)} studies complete -> {index}")
     return 1 if failed else 0
 
 

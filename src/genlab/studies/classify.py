@@ -10,7 +10,7 @@ from typing import Literal
 from genlab.config import require_nonnegative, require_positive, require_unit
 from genlab.data import Dataset, check_options, load_dataset
 from genlab.models import build_model, weight_norm
-from genlab.report import figure_md, pyplot, save_figure, table, write_report
+from genlab.report import count, figure_md, pct, pyplot, save_figure, sig, table, write_report
 from genlab.runs import MetricsLog, Run, RunPaths, atomic_write_json, metric_series, read_json
 from genlab.studies.base import Study
 from genlab.train import (
@@ -206,15 +206,22 @@ def report(paths: RunPaths) -> None:
     axes[1].legend()
     save_figure(fig, paths.figure("curves"))
     final = final_numbers(records)
-    rows = [[k, final[k]] for k in sorted(final) if k != "step"]
+
+    def reader(key: str, value) -> str:  # accuracies as percentages, other numbers to 3 digits
+        return pct(value) if key.endswith("_acc") else sig(value)
+
+    numbers = {k: v for k, v in final.items() if isinstance(v, (int, float)) and k != "step"}
+    rows = [[k, reader(k, v)] for k, v in sorted(numbers.items())]
+    rows.append(["step", count(final.get("step"))])
     write_report(
         paths,
         f"classify: {cfg['data']['name']} / {cfg['model']['kind']}",
         [
             (
                 "What was run",
-                f"{cfg['steps']} steps of {cfg['optim']['name']} (lr {cfg['optim']['lr']}, "
-                f"weight decay {cfg['optim']['weight_decay']}) with {cfg['loss']} loss on "
+                f"{count(cfg['steps'])} steps of {cfg['optim']['name']} "
+                f"(lr {cfg['optim']['lr']}, weight decay {cfg['optim']['weight_decay']}) "
+                f"with {cfg['loss']} loss on "
                 f"`{cfg['data']['name']}` (label noise {cfg['data']['label_noise']}, "
                 f"{cfg['data']['noise_kind']}).",
             ),
@@ -264,4 +271,5 @@ STUDY = Study(
     run=run,
     report=report,
     validate=validate,
+    key_figure="curves",
 )

@@ -35,4 +35,6 @@ STUDY = Study(
     run=run.run,
     report=report.report,
     validate=validate,
+    claims=report.claims,
+    key_figure="fig3_attention",
 )

@@ -14,7 +14,18 @@ from genlab.grid import (
     REGIMES,
     reference_losses,
 )
-from genlab.report import figure_md, fmt, pyplot, save_figure, table, write_report
+from genlab.report import (
+    Claim,
+    claims_table,
+    count,
+    figure_md,
+    pct,
+    pyplot,
+    save_figure,
+    sig,
+    table,
+    write_report,
+)
 from genlab.runs import (
     MetricsLog,
     RunPaths,
@@ -50,7 +61,7 @@ def fig3_section(paths: RunPaths, records: list[dict]) -> str:
     fig, axes = plt.subplots(2, len(settings), figsize=(4.2 * len(settings), 6.4), squeeze=False)
     for k, s in enumerate(settings):
         ser = split_series(records, f"fig3/{s['label']}")
-        name = f"{s['label']} (d={s['d']}, ||mu||={fmt(float(s['mu_norm']))})"
+        name = f"{s['label']} (d={s['d']}, ||mu||={sig(float(s['mu_norm']))})"
         _plot_tokens(axes[0, k], ser["step"], ser["clean_sample"], f"{name}\nclean sample")
         if "noisy_sample" in ser:
             _plot_tokens(axes[1, k], ser["step"], ser["noisy_sample"], "noisy (flipped) sample")
@@ -64,30 +75,30 @@ def fig3_section(paths: RunPaths, records: list[dict]) -> str:
     for s in settings:
         ok = s["regime"] == s["expected"]
         rows.append([
-            s["label"], s["d"], s["mu_norm"], s["n_snr2"], s["train_acc"], s["noisy_train_acc"],
-            s["test_acc"], s["test_loss"], s["expected"], s["regime"],
-            "yes" if ok else "**no**",
+            s["label"], count(s["d"]), sig(s["mu_norm"]), sig(s["n_snr2"]), pct(s["train_acc"]),
+            pct(s["noisy_train_acc"]), pct(s["test_acc"]), sig(s["test_loss"]), s["expected"],
+            s["regime"], "yes" if ok else "**no**",
         ])  # fmt: skip
         st = s.get("noisy_sample")
         if st:
             rise = st["token0_peak"] > st["token0_start"] + 0.02
             first = (
-                f"its attention on token 0 peaked at {fmt(st['token0_peak'], 3)} "
-                f"(step {st['token0_peak_step']})"
+                f"its attention on token 0 peaked at {sig(st['token0_peak'])} "
+                f"(step {count(st['token0_peak_step'])})"
                 if rise
                 else f"its attention on token 0 never rose above the initial "
-                f"{fmt(st['token0_start'], 3)}"
+                f"{sig(st['token0_start'])}"
             )
             end = f"{token_kind(st['final_top_token'])} holds the most attention " + (
-                f"({fmt(st['final_top_attention'], 3)})"
+                f"({sig(st['final_top_attention'])})"
                 if st["final_top_token"] == 0
-                else f"({fmt(st['final_top_attention'], 3)}; token 0: {fmt(st['token0_final'], 3)})"
+                else f"({sig(st['final_top_attention'])}; token 0: {sig(st['token0_final'])})"
             )
             notes.append(f"- **{s['label']}**, noisy sample: {first}; at the end {end}.")
         if not ok:
             notes.append(
                 f"- **{s['label']}** did not reproduce: expected {s['expected']}, measured "
-                f"{s['regime']} after {meta['steps']} steps."
+                f"{s['regime']} after {count(meta['steps'])} steps."
             )
     tab = table(
         ["setting", "d", "||mu||", "n SNR^2", "train acc", "noisy train acc", "test acc",
@@ -96,11 +107,11 @@ def fig3_section(paths: RunPaths, records: list[dict]) -> str:
     )  # fmt: skip
     return "\n\n".join(
         [
-            f"{meta['steps']} GD steps per setting; one clean and one noisy (flipped) training "
-            "sample tracked. `noisy train acc` is the fraction of flipped samples classified "
-            "as their flipped label. Measured regime: not overfitting if fewer than half the "
-            "flipped labels are fit, else benign if the test loss is at most halfway from the "
-            "clean-signal optimum to the uniform-attention loss, else harmful.",
+            f"{count(meta['steps'])} GD steps per setting; one clean and one noisy (flipped) "
+            "training sample tracked. *noisy train acc* is the fraction of flipped samples "
+            "classified as their flipped label. Measured regime: not overfitting if fewer than "
+            "half the flipped labels are fit, else benign if the test loss is at most halfway "
+            "from the clean-signal optimum to the uniform-attention loss, else harmful.",
             figure_md(
                 paths,
                 "fig3_attention",
@@ -147,7 +158,7 @@ def grid_section(paths: RunPaths) -> tuple[str, dict]:
         dd = np.linspace(max(de[0], 1.0), de[-1], 200)
         curve = cfg["sigma"] * np.sqrt(C * dd / cfg["n"])
         inside = (curve >= me[0]) & (curve <= me[-1])
-        ax.plot(dd[inside], curve[inside], "k--", lw=2, label=f"n SNR^2 = {fmt(C, 3)}")
+        ax.plot(dd[inside], curve[inside], "k--", lw=2, label=f"n SNR^2 = {sig(C)}")
     from matplotlib.patches import Patch
 
     handles = [Patch(color=c, label=r) for c, r in zip(cmap.colors, REGIMES)]
@@ -166,14 +177,14 @@ def grid_section(paths: RunPaths) -> tuple[str, dict]:
     harm_txt = "no harmful cells"
     if harmful.any():
         hm = mu[np.nonzero(harmful.any(1))[0]]
-        span = fmt(hm.min()) if hm.min() == hm.max() else f"{fmt(hm.min())} to {fmt(hm.max())}"
+        span = sig(hm.min()) if hm.min() == hm.max() else f"{sig(hm.min())} to {sig(hm.max())}"
         harm_txt = f"harmful cells at ||mu|| = {span}"
     body = "\n\n".join(
         [
-            f"{len(mu)} x {len(d)} cells (||mu|| {fmt(mu.min())}..{fmt(mu.max())}, d "
-            f"{int(d.min())}..{int(d.max())}), {cfg['steps']} GD steps each, n = {cfg['n']}, "
-            f"eta = {cfg['eta']}, seed {cfg['seed']}; executor `{cfg['executor']}`, "
-            f"{fmt(result.wall_s, 3)} s. A cell *overfits* when at least half its flipped "
+            f"{len(mu)} x {len(d)} cells (||mu|| {sig(mu.min())}..{sig(mu.max())}, d "
+            f"{int(d.min())}..{int(d.max())}), {count(cfg['steps'])} GD steps each, n = "
+            f"{cfg['n']}, eta = {cfg['eta']}, seed {cfg['seed']}; executor `{cfg['executor']}`, "
+            f"{sig(result.wall_s)} s. A cell *overfits* when at least half its flipped "
             "labels are fit; an overfitting cell is *benign* when its test loss is at most "
             "halfway from the clean-signal optimum to the uniform-attention loss, else "
             "*harmful*.",
@@ -185,22 +196,23 @@ def grid_section(paths: RunPaths) -> tuple[str, dict]:
                     ["not overfitting cells", nums["not_overfitting"]],
                     ["benign cells", nums["benign"]],
                     ["harmful cells", nums["harmful"]],
-                    ["fitted C in n SNR^2 = C", C],
+                    ["fitted C in n SNR^2 = C", sig(C)],
                     [
                         "misclassified benign/not-overfitting cells",
-                        f"{b['errors']} of {b['n_cells']} ({fmt(100 * nums['misclassified'], 3)}%)",
+                        f"{b['errors']} of {b['n_cells']} ({pct(nums['misclassified'])})",
                     ],
                 ],
             ),  # fmt: skip
             (
                 f"Benign cells lie below n SNR^2 = C and not-overfitting cells above it; the fit "
-                f"misclassifies {fmt(100 * nums['misclassified'], 3)}% of them ({harm_txt}). "
+                f"misclassifies {pct(nums['misclassified'])} of them ({harm_txt}). "
                 if identified
                 else "**C is not identified**: the grid needs both benign and not-overfitting "
                 f"cells ({harm_txt}). "
             )
             + f"**The boundary moves with the step budget**: with more GD steps more cells "
-            f"fit their flipped labels, so C grows; this C holds for {cfg['steps']} steps only.",
+            f"fit their flipped labels, so C grows; this C holds for {count(cfg['steps'])} steps "
+            "only.",
         ]
     )
     return body, nums
@@ -227,7 +239,7 @@ def delayed_section(paths: RunPaths, records: list[dict], cfg: dict) -> tuple[st
                 ax.axvline(max(r["fit_step"], 1), color="k", ls="--", lw=1, label="train set fit")
             ax.axvline(max(r["min_step"], 1), color="tab:red", ls=":", lw=1,
                        label="min test loss")  # fmt: skip
-        axes[0, k].set_title(f"{s['label']} (n SNR^2 = {fmt(s['n_snr2'], 3)})", fontsize=9)
+        axes[0, k].set_title(f"{s['label']} (n SNR^2 = {sig(s['n_snr2'])})", fontsize=9)
     axes[0, 0].legend(fontsize=7)
     axes[1, 0].legend(fontsize=7)
     fig.tight_layout()
@@ -236,17 +248,17 @@ def delayed_section(paths: RunPaths, records: list[dict], cfg: dict) -> tuple[st
     for s in settings:
         r = res[s["label"]]
         rows.append([
-            s["label"], s["d"], s["mu_norm"], r["fit_step"], r["test_loss_at_fit"],
-            r["min_step"], r["min_test_loss"],
-            None if r["improvement_after_fit"] is None else f"{100 * r['improvement_after_fit']:.3g}%",
-            r["overfitting_bump"], s["regime"], "yes" if r["delayed"] else "no",
+            s["label"], count(s["d"]), sig(s["mu_norm"]), count(r["fit_step"]),
+            sig(r["test_loss_at_fit"]), count(r["min_step"]), sig(r["min_test_loss"]),
+            pct(r["improvement_after_fit"]), sig(r["overfitting_bump"]), s["regime"],
+            "yes" if r["delayed"] else "no",
         ])  # fmt: skip
     body = "\n\n".join(
         [
-            f"{meta['steps']} GD steps per setting, logged on a log-spaced schedule. *Fit step*: "
-            "first logged step where every training label (flipped ones included) is fit. "
-            "*Delayed generalization*: test loss falls by at least "
-            f"{fmt(100 * cfg['delayed']['min_improvement'], 3)}% after the fit. *Overfitting "
+            f"{count(meta['steps'])} GD steps per setting, logged on a log-spaced schedule. "
+            "*Fit step*: first logged step where every training label (flipped ones included) is "
+            "fit. *Delayed generalization*: test loss falls by at least "
+            f"{pct(cfg['delayed']['min_improvement'])} after the fit. *Overfitting "
             "bump*: the largest rise of test loss above its running minimum before its overall "
             "minimum.",
             figure_md(paths, "delayed", "Test loss (top) and mean test attention on the "
@@ -276,6 +288,7 @@ def transformer_section(paths: RunPaths, records: list[dict]) -> str:
     ax.plot(ser["step"], ser["noisy_train_acc"], label="noisy train acc (memorised)")
     ax.plot(ser["step"], ser["test_acc"], label="test acc")
     ax.set_xlabel("step")
+    ax.set_title("accuracy", fontsize=9)
     ax.legend(fontsize=7)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
@@ -284,7 +297,8 @@ def transformer_section(paths: RunPaths, records: list[dict]) -> str:
         [
             f"One pre-LN Transformer encoder layer (learnable CLS token and linear head, all "
             f"parameters trained by full-batch SGD) on d = {s['d']}, ||mu|| = "
-            f"{fmt(float(s['mu_norm']))} (n SNR^2 = {fmt(s['n_snr2'], 3)}), {s['steps']} steps. "
+            f"{sig(float(s['mu_norm']))} (n SNR^2 = {sig(s['n_snr2'])}), "
+            f"{count(s['steps'])} steps. "
             "Attention is the CLS query's attention on the data tokens (the CLS-to-CLS mass is "
             "left out, so rows sum to less than 1). No regime label: the rule's reference losses "
             "assume the single-head model's fixed head.",
@@ -293,10 +307,10 @@ def transformer_section(paths: RunPaths, records: list[dict]) -> str:
                 ["train acc", "noisy train acc", "test acc", "test loss", "regime"],
                 [
                     [
-                        s["train_acc"],
-                        s["noisy_train_acc"],
-                        s["test_acc"],
-                        s["test_loss"],
+                        pct(s["train_acc"]),
+                        pct(s["noisy_train_acc"]),
+                        pct(s["test_acc"]),
+                        sig(s["test_loss"]),
                         s["regime"],
                     ]
                 ],
@@ -305,50 +319,96 @@ def transformer_section(paths: RunPaths, records: list[dict]) -> str:
     )
 
 
-def claims_section(cfg: dict, fig3: dict | None, grid: dict | None, delayed: dict | None) -> str:
-    lines = []
+def attention_claims(fig3: dict | None, grid: dict | None, delayed: dict | None) -> list[Claim]:
+    """The paper's claims beside this run, from the parts' numbers: ``fig3.json``, the grid's
+    counts (:func:`grid_numbers`) and the delayed part's analysis (:func:`delayed_numbers`);
+    None for a part that was not run."""
+    claims = []
     if fig3 is not None:
         benign = [s for s in fig3["settings"] if s["regime"] == "benign"]
         miss = [s["label"] for s in fig3["settings"] if s["regime"] != s["expected"]]
-        lines.append(
-            "- *A benign-overfitting regime exists* (flipped labels fit, test near the clean "
-            "optimum): "
-            + (
-                "**reproduced** in " + ", ".join(s["label"] for s in benign)
-                + f" (test acc {', '.join(fmt(s['test_acc'], 3) for s in benign)})."
-                if benign
-                else "**not reproduced** here: no fig3 setting was measured benign."
+        measured = (
+            "benign in "
+            + ", ".join(f"{s['label']} (test acc {pct(s['test_acc'])})" for s in benign)
+            if benign
+            else "no fig3 setting was measured benign"
+        ) + (
+            f"; settings off their expected regime: {', '.join(miss)}"
+            if miss
+            else "; every fig3 setting landed in its expected regime"
+        )
+        claims.append(
+            Claim(
+                "A benign-overfitting regime exists (flipped labels fit, test near the clean "
+                "optimum)",
+                "benign, harmful and not-overfitting settings (Fig. 3)",
+                measured,
+                "held" if benign else "not held",
             )
-            + (f" Settings off their expected regime: {', '.join(miss)}." if miss else
-               " Every fig3 setting landed in its expected regime.")
-        )  # fmt: skip
-    if grid is not None and (grid["benign"] == 0 or grid["not_overfitting"] == 0):
-        lines.append(
-            "- *Regimes are governed by n SNR^2*: **not testable** on this grid (it lacks benign "
-            "or not-overfitting cells)."
         )
-    elif grid is not None:
-        good = grid["misclassified"] < 0.1
-        lines.append(
-            f"- *Regimes are governed by n SNR^2*: the best single threshold n SNR^2 = "
-            f"{fmt(grid['C'], 3)} separates benign from not-overfitting cells with "
-            f"{fmt(100 * grid['misclassified'], 3)}% of them misclassified "
-            f"({'roughly holds' if good else 'holds only loosely'} at this step budget; "
-            f"harmful cells: {grid['harmful']})."
-        )
+    if grid is not None:
+        claim = "Regimes are governed by n SNR^2 (a boundary n SNR^2 = C)"
+        paper = "phase diagram over (d, ||mu||) (Fig. 5)"
+        if grid["benign"] == 0 or grid["not_overfitting"] == 0:
+            claims.append(
+                Claim(
+                    claim,
+                    paper,
+                    "the grid lacks benign or not-overfitting cells",
+                    "not tested at this scale",
+                )
+            )
+        else:
+            good = grid["misclassified"] < 0.1
+            claims.append(
+                Claim(
+                    claim,
+                    paper,
+                    f"the best single threshold n SNR^2 = {sig(grid['C'])} misclassifies "
+                    f"{pct(grid['misclassified'])} of the benign and not-overfitting cells "
+                    f"({'roughly holds' if good else 'holds only loosely'} at this step budget; "
+                    f"harmful cells: {grid['harmful']})",
+                    "held" if good else "not held",
+                )
+            )
     if delayed is not None:
         yes = [k for k, r in delayed.items() if r["delayed"]]
         no = [k for k, r in delayed.items() if not r["delayed"]]
-        lines.append(
-            "- *Delayed generalization* (test loss keeps improving after the training set, "
-            "flipped labels included, is fit): "
-            + (f"**seen** in {', '.join(yes)}" if yes else "**not seen**")
-            + (f"; not in {', '.join(no)}" if no else "")
-            + "."
+        claims.append(
+            Claim(
+                "Delayed generalization (test loss keeps improving after the training set, "
+                "flipped labels included, is fit)",
+                "generalization can arrive after an initial overfitting phase",
+                (f"seen in {', '.join(yes)}" if yes else "not seen")
+                + (f"; not in {', '.join(no)}" if no else ""),
+                "held" if yes else "not held",
+            )
         )
-    if not lines:
-        lines.append("No synthetic part was run.")
-    return "\n".join(lines)
+    return claims
+
+
+def _part_numbers(paths: RunPaths, cfg: dict) -> tuple[dict | None, dict | None, dict | None]:
+    """(fig3, grid counts, delayed analysis) of the parts this run finished (None: not run)."""
+    parts = cfg["parts"]
+    fig3 = grid = delayed = None
+    if "fig3" in parts and paths.artifact("fig3.json").exists():
+        fig3 = read_json(paths.artifact("fig3.json"))
+    if "grid" in parts and paths.artifact("grid.json").exists():
+        grid = grid_numbers(read_json(paths.artifact("grid.json")))
+    if "delayed" in parts and paths.artifact("delayed.json").exists():
+        delayed = delayed_numbers(paths, cfg["delayed"])
+    return fig3, grid, delayed
+
+
+def claims(paths: RunPaths) -> list[Claim]:
+    """The run's claims table, from its folder alone."""
+    return attention_claims(*_part_numbers(paths, read_json(paths.config)))
+
+
+def claims_md(fig3: dict | None, grid: dict | None, delayed: dict | None) -> str:
+    """The report's claims section: the claims table of the synthetic parts."""
+    claims = attention_claims(fig3, grid, delayed)
+    return claims_table(claims) if claims else "No synthetic part was run."
 
 
 def report(paths: RunPaths) -> None:
@@ -382,14 +442,14 @@ def report(paths: RunPaths) -> None:
         sections.append(("Transformer variant", transformer_section(paths, records)))
     if "real" in parts:
         sections.extend(real_report_sections(paths))
-    sections.append(("Paper's claims vs this run", claims_section(cfg, fig3, grid, delayed)))
+    sections.append(("Paper's claims vs this run", claims_md(fig3, grid, delayed)))
     sections.append(
         (
             "Reference",
             "Sakamoto & Sato, *Benign Overfitting in Token Selection of Attention Mechanism*, "
             "ICML 2025, arXiv 2409.17625. Reference losses for the regime rule: "
-            f"L_opt = {fmt(float(reference_losses(20.0, task['T'], task['sigma'])[0]), 3)}, "
-            f"L_unif = {fmt(float(reference_losses(20.0, task['T'], task['sigma'])[1]), 3)} "
+            f"L_opt = {sig(float(reference_losses(20.0, task['T'], task['sigma'])[0]))}, "
+            f"L_unif = {sig(float(reference_losses(20.0, task['T'], task['sigma'])[1]))} "
             "at ||mu|| = 20.",
         )
     )

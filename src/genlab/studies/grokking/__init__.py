@@ -32,4 +32,6 @@ STUDY = Study(
     run=run.run,
     report=report.report,
     validate=validate,
+    claims=report.claims,
+    key_figure="accuracy_nc",
 )

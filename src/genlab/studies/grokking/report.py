@@ -6,7 +6,19 @@ import math
 
 import numpy as np
 
-from genlab.report import figure_md, fmt, pyplot, save_figure, table, write_report
+from genlab.report import (
+    Claim,
+    claims_table,
+    count,
+    figure_md,
+    fmt,
+    pct,
+    pyplot,
+    save_figure,
+    sig,
+    table,
+    write_report,
+)
 from genlab.runs import (
     MetricsLog,
     RunPaths,
@@ -138,15 +150,15 @@ def report(paths: RunPaths) -> None:
             [
                 key,
                 len(g["members"]),
-                g["fit"],
-                g["plateau_test_acc"],
-                g["test_rise"],
-                g["rnc1_start"],
-                g["rnc1_fall"],
-                g["final_train_acc"],
-                g["final_test_acc"],
-                g["final_bound"],
-                g["final_error"],
+                count(g["fit"]),
+                pct(g["plateau_test_acc"]),
+                count(g["test_rise"]),
+                count(g["rnc1_start"]),
+                count(g["rnc1_fall"]),
+                pct(g["final_train_acc"]),
+                pct(g["final_test_acc"]),
+                sig(g["final_bound"]),
+                sig(g["final_error"]),
             ]
         )
     onset_table = table(
@@ -171,7 +183,7 @@ def report(paths: RunPaths) -> None:
         [
             ("What was run", describe(cfg)),
             ("Onsets (medians over seeds)", onset_table + "\n\n" + ONSET_DEFINITIONS),
-            ("Paper's claims beside this run", verdicts(cfg, analysis)),
+            ("Paper's claims beside this run", claims_md(cfg, analysis)),
             (
                 "Accuracy and neural collapse",
                 figure_md(
@@ -211,18 +223,19 @@ def report(paths: RunPaths) -> None:
 
 
 ONSET_DEFINITIONS = (
-    "*train fit at*: first logged step with training accuracy >= 99%. *test rise at*: first "
-    "step after that where test accuracy has covered half the way from its value at the fit step "
-    "to its final value (blank when it rose by less than 0.05). *RNC1 contraction starts*: first "
-    "step after test RNC1's peak where it is 10% below the peak. *RNC1 halfway at*: first step "
-    "after the peak where test RNC1 is below (peak + final) / 2. RNC1 onsets are blank unless "
-    "RNC1 ends below half its peak."
+    "*train fit at*: first logged step with training accuracy >= 99%. *test rise at*: first step "
+    "after that where test accuracy has covered half the way from its value at the fit step to its"
+    " final value (n/a when it rose by less than 5 percentage points). *RNC1 contraction starts*: "
+    "first step after test RNC1's peak where it is 10% below the peak. *RNC1 halfway at*: first "
+    "step after the peak where test RNC1 is below (peak + final) / 2. RNC1 onsets are n/a unless "
+    "RNC1 ends below half its peak. *final bound*, *final error*: the Theorem 3.2 bound and the "
+    "measured test error it bounds, at the last step (mean over seeds)."
 )
 
 OMNIGROK = (
     "Published reference (Omnigrok's MNIST setup, which this protocol follows; Liu et al. 2023, "
     "and Fig. 1 of Sakamoto & Sato): train accuracy reaches 100% at about 2e3 steps; test "
-    "accuracy stays about 0.2 until about 1e4 steps, then reaches about 0.88 by 1e5 steps; test "
+    "accuracy stays about 20% until about 1e4 steps, then reaches about 88% by 1e5 steps; test "
     "RNC1 falls at the same time as test accuracy rises; larger weight decay brings both earlier "
     "(onset roughly proportional to 1/lambda); with alpha = 1 there is no delay."
 )
@@ -243,90 +256,171 @@ def describe(cfg: dict) -> str:
             f"{t['weight_decay']}, full batch, cross-entropy in float64"
         )
     else:
+        control = cfg["control_init_scale"]
+        control = "no control" if control is None else f"control alpha = {control}"
         model = (
             f"MLP with {cfg['depth']} hidden layers of {cfg['width']} (ReLU), alpha = "
-            f"{cfg['init_scale']} (control alpha = {cfg['control_init_scale']}), "
+            f"{cfg['init_scale']} ({control}), "
             f"{cfg['loss']} loss, AdamW lr {cfg['lr']}, lambda in {cfg['weight_decays']}, "
             f"seeds {cfg['seeds']}, batch {cfg['batch_size'] or 'full'}"
         )
-    return f"{cfg['steps']} steps on {task}; {model}."
+    return f"{count(cfg['steps'])} steps on {task}; {model}."
 
 
 def _exponent(k: float | None) -> str:
     return "n/a" if k is None else f"{k:.2f}"
 
 
-def verdicts(cfg: dict, analysis: dict) -> str:
+DELAY_FACTOR = 3
+"""Delayed generalization: the test rise comes at least this many times the fit step."""
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / max(b, 1):.1f}x"
+
+
+def grokking_claims(cfg: dict, analysis: dict) -> list[Claim]:
+    """The paper's claims beside this run, from the run's analysis (:func:`analyze`)."""
+    mnist = cfg["task"] != "modular"
+    source = (
+        "Omnigrok MNIST; Liu et al. 2023, Fig. 1 of Sakamoto & Sato"
+        if mnist
+        else "Sakamoto & Sato" + ("; Nanda et al." if cfg["model"] == "transformer" else "")
+    )
+    paper_delay = (
+        f"train accuracy 100% at about 2e3 steps; test accuracy about 20% until about 1e4 "
+        f"steps, then about 88% by 1e5 steps ({source})"
+        if mnist
+        else f"test accuracy rises long after the training set is fit ({source})"
+    )
+    paper_together = (
+        f"test RNC1 falls at the same time as test accuracy rises ({source})"
+        if mnist
+        else f"test accuracy rises at the same time as RNC1 contracts ({source})"
+    )
     groups = analysis["groups"]
-    main = {k: g for k, g in groups.items() if g["alpha"] == analysis["main_alpha"]}
-    lines = [
+    claims: list[Claim] = []
+    for key, g in groups.items():
+        if g["alpha"] != analysis["main_alpha"]:
+            continue
+        fit, rise, start, fall = g["fit"], g["test_rise"], g["rnc1_start"], g["rnc1_fall"]
+        delay_claim = (
+            f"{key}: delayed generalization (test rise at least {DELAY_FACTOR}x the fit step)"
+        )
+        if fit is None:
+            claims.append(
+                Claim(
+                    delay_claim,
+                    paper_delay,
+                    f"the training set was never fit ({FIT_ACCURACY:.0%} train accuracy not "
+                    f"reached; final {pct(g['final_train_acc'])})",
+                    "not tested at this scale",
+                )
+            )
+            continue
+        delayed = rise is not None and rise >= DELAY_FACTOR * max(fit, 1)
+        measured = (
+            f"train fit at step {count(fit)} (test accuracy {pct(g['plateau_test_acc'])}); "
+            + (
+                f"test rise at step {count(rise)} ({_ratio(rise, fit)} the fit step) to "
+                f"{pct(g['final_test_acc'])}"
+                if rise
+                else f"no test rise after the fit (final test accuracy {pct(g['final_test_acc'])})"
+            )
+        )
+        claims.append(Claim(delay_claim, paper_delay, measured, "held" if delayed else "not held"))
+        together_claim = f"{key}: RNC1 contracts together with the test rise (within half a decade)"
+        if rise and start and fall:
+            # "Together" on the log step axis the paper plots: within half a decade.
+            together = abs(math.log10(start / rise)) <= 0.5
+            measured = (
+                f"RNC1 {'lags' if start > rise else 'leads'}: contraction starts at step "
+                f"{count(start)} ({_ratio(start, rise)} the test-rise step), halfway at step "
+                f"{count(fall)} ({_ratio(fall, rise)})"
+            )
+            claims.append(
+                Claim(together_claim, paper_together, measured, "held" if together else "not held")
+            )
+        elif rise and g.get("rnc1_end_to_peak") is not None:
+            measured = (
+                f"test RNC1 ends at {g['rnc1_end_to_peak']:.2f}x its peak, not halved within the "
+                f"run: the test rise at step {count(rise)} is not matched by a completed "
+                "contraction"
+            )
+            claims.append(Claim(together_claim, paper_together, measured, "not held"))
+        else:
+            why = "no test rise to compare with" if not rise else "test RNC1 was not measured"
+            claims.append(Claim(together_claim, paper_together, why, "not tested at this scale"))
+    exp = analysis["exponent"]
+    exp_claim = "Onsets scale as 1/lambda (larger weight decay brings them earlier)"
+    exp_paper = "onset ~ lambda^k with k about -1 (" + (
+        "Omnigrok MNIST, Liu et al. 2023)" if mnist else "Sakamoto & Sato)"
+    )
+    if exp.get("test_rise") is not None:
+        k = exp["test_rise"]
+        held = abs(k + 1) <= 0.25
+        note = (
+            ""
+            if held
+            else "; same direction, weaker than 1/lambda at this scale"
+            if k < 0
+            else "; not reproduced at this scale"
+        )
+        measured = (
+            f"test rise ~ lambda^{k:.2f}; RNC1 contraction start ~ lambda^"
+            f"{_exponent(exp.get('rnc1_start'))}, RNC1 halfway ~ lambda^"
+            f"{_exponent(exp.get('rnc1_fall'))} (|k + 1| <= 0.25 counts as held){note}"
+        )
+        claims.append(Claim(exp_claim, exp_paper, measured, "held" if held else "not held"))
+    else:
+        claims.append(
+            Claim(
+                exp_claim,
+                exp_paper,
+                "fewer than two weight decays had a test rise: no exponent fitted",
+                "not tested at this scale",
+            )
+        )
+    for key, g in groups.items():
+        if g["alpha"] == analysis["main_alpha"]:
+            continue
+        fit, rise = g["fit"], g["test_rise"]
+        measured = (
+            f"train fit at step {count(fit)}, test rise at step {count(rise)}, final test "
+            f"accuracy {pct(g['final_test_acc'])}"
+        )
+        if fit is None:
+            verdict = "not tested at this scale"
+        else:
+            delayed = rise is not None and rise >= DELAY_FACTOR * max(fit, 1)
+            verdict = "not held" if delayed else "held"
+        claims.append(
+            Claim(
+                f"{key} (control): no delayed generalization",
+                "no delay with alpha = 1 (Omnigrok MNIST, Liu et al. 2023)"
+                if mnist
+                else "no delay expected",
+                measured,
+                verdict,
+            )
+        )
+    return claims
+
+
+def claims(paths: RunPaths) -> list[Claim]:
+    """The run's claims table, from its folder alone (config.json and metrics.jsonl)."""
+    return grokking_claims(read_json(paths.config), analyze(MetricsLog(paths.metrics).read()))
+
+
+def claims_md(cfg: dict, analysis: dict) -> str:
+    """The report's claims section: the published claim, then the claims table."""
+    intro = (
         OMNIGROK
         if cfg["task"] != "modular"
         else (
             "Published claim (Sakamoto & Sato; Nanda et al. for the transformer): test accuracy "
             "rises long after the training set is fit, at the same time as the within-class "
             "variance (RNC1) contracts; larger weight decay brings both earlier."
-        ),
-        "",
-        "This run:",
-    ]
-    for key, g in main.items():
-        fit, rise, start, fall = g["fit"], g["test_rise"], g["rnc1_start"], g["rnc1_fall"]
-        if fit is None:
-            lines.append(
-                f"- {key}: the training set was never fit ({FIT_ACCURACY:.0%} train accuracy "
-                f"not reached; final {fmt(g['final_train_acc'])})."
-            )
-            continue
-        delayed = rise is not None and rise >= 3 * max(fit, 1)
-        line = (
-            f"- {key}: train fit at step {fmt(fit)}, test accuracy {fmt(g['plateau_test_acc'])} "
-            f"then; test rise at {fmt(rise)} to {fmt(g['final_test_acc'])}; RNC1 contraction "
-            f"starts at {fmt(start)}, halfway at {fmt(fall)}. Delayed generalization (rise at "
-            f"least 3x the fit step): **{'yes' if delayed else 'no'}**"
-            + (f" ({rise / max(fit, 1):.1f}x)" if rise else "")
         )
-        if rise and start and fall:
-            # "Together" on the log step axis the paper plots: within half a decade.
-            together = abs(math.log10(start / rise)) <= 0.5
-            line += (
-                f"; RNC1 {'lags' if start > rise else 'leads'}: it starts contracting at "
-                f"{start / rise:.1f}x the test-rise step and is "
-                f"halfway down at {fall / rise:.1f}x: onsets within half a decade: "
-                f"**{'yes' if together else 'no'}**"
-            )
-        elif rise and g.get("rnc1_end_to_peak") is not None:
-            line += (
-                f"; test RNC1 ends at {g['rnc1_end_to_peak']:.2f}x its peak, not halved within "
-                "the run: this rise is **not** matched by a completed contraction"
-            )
-        lines.append(line + ".")
-    exp = analysis["exponent"]
-    if exp.get("test_rise") is not None:
-        k = exp["test_rise"]
-        verdict = (
-            "reproduced"
-            if abs(k + 1) <= 0.25
-            else "same direction, weaker than 1/lambda at this scale"
-            if k < 0
-            else "not reproduced at this scale"
-        )
-        lines.append(
-            f"- Onset vs lambda: test-rise onset ~ lambda^{k:.2f}; RNC1 contraction start ~ "
-            f"lambda^{_exponent(exp.get('rnc1_start'))}, RNC1 halfway ~ lambda^"
-            f"{_exponent(exp.get('rnc1_fall'))}; the paper predicts an exponent of about -1 "
-            f"(|k + 1| <= 0.25 counts as reproduced): **{verdict}**."
-        )
-    else:
-        lines.append(
-            "- Onset vs lambda: fewer than two weight decays had a test rise, so no "
-            "exponent was fitted (**not tested at this scale**)."
-        )
-    controls = {k: g for k, g in groups.items() if g["alpha"] != analysis["main_alpha"]}
-    for key, g in controls.items():
-        lines.append(
-            f"- Control {key}: train fit at {fmt(g['fit'])}, test rise at "
-            f"{fmt(g['test_rise'])}, final test accuracy {fmt(g['final_test_acc'])} "
-            "(no delay expected)."
-        )
-    return "\n".join(lines)
+    )
+    return "\n\n".join([intro, claims_table(grokking_claims(cfg, analysis))])
