@@ -410,9 +410,10 @@ def _group(alpha, wd, fit, rise, start=None, fall=None, end_to_peak=None):
 
 
 def test_grokking_claims_map_the_measurements_to_verdicts():
+    from genlab.studies.grokking.config import GrokkingConfig
     from genlab.studies.grokking.report import grokking_claims
 
-    cfg = {"task": "mnist", "model": "mlp"}
+    cfg = GrokkingConfig(task="mnist", model="mlp")
     analysis = {
         "main_alpha": 8.0,
         "groups": {

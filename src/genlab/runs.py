@@ -164,6 +164,42 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2) + "\n")
 
 
+def from_jsonable(cls: Any, data: Any) -> Any:
+    """The inverse of :func:`to_jsonable` for a typed config: a ``cls`` instance from JSON data
+    (nested dataclasses, tuples and lists of them, floats written as strings when not finite).
+    A field the data lacks keeps its default; a key the class lacks is a ConfigError."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(cls), typing.get_args(cls)
+    if dataclasses.is_dataclass(cls) and isinstance(data, dict):
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ConfigError(sorted(unknown)[0], f"not a field of {cls.__name__}")
+        return cls(**{k: from_jsonable(hints[k], v) for k, v in data.items()})
+    if origin in (typing.Union, types.UnionType):
+        if data is None:
+            return None
+        kinds = [a for a in args if a is not type(None)]
+        return from_jsonable(kinds[0], data) if len(kinds) == 1 else data
+    if origin is tuple and isinstance(data, list):
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(from_jsonable(args[0], v) for v in data)
+        return tuple(from_jsonable(a, v) for a, v in zip(args, data))
+    if origin is list and isinstance(data, list):
+        return [from_jsonable(args[0], v) for v in data]
+    if cls is float and isinstance(data, str | int):
+        return float(data)
+    return data
+
+
+def read_config(paths: RunPaths, config_cls: type) -> Any:
+    """The run's typed config, read back from ``config.json``."""
+    return from_jsonable(config_cls, read_json(paths.config))
+
+
 def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())

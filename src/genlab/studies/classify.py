@@ -11,7 +11,14 @@ from genlab.config import require_nonnegative, require_positive, require_unit
 from genlab.data import Dataset, check_options, load_dataset
 from genlab.models import build_model, weight_norm
 from genlab.report import count, figure_md, pct, pyplot, save_figure, sig, table, write_report
-from genlab.runs import MetricsLog, Run, RunPaths, atomic_write_json, metric_series, read_json
+from genlab.runs import (
+    MetricsLog,
+    Run,
+    RunPaths,
+    atomic_write_json,
+    metric_series,
+    read_config,
+)
 from genlab.studies.base import Study
 from genlab.train import (
     LOSSES,
@@ -185,7 +192,7 @@ def final_numbers(records: list[dict]) -> dict:
 def report(paths: RunPaths) -> None:
     plt = pyplot()
     records = MetricsLog(paths.metrics).read()
-    cfg = read_json(paths.config)
+    cfg = read_config(paths, ClassifyConfig)
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     for split, style in (("train", "--"), ("test", "-"), ("noisy", ":")):
         s, v = metric_series(records, split, "loss")
@@ -215,15 +222,15 @@ def report(paths: RunPaths) -> None:
     rows.append(["step", count(final.get("step"))])
     write_report(
         paths,
-        f"classify: {cfg['data']['name']} / {cfg['model']['kind']}",
+        f"classify: {cfg.data.name} / {cfg.model.kind}",
         [
             (
                 "What was run",
-                f"{count(cfg['steps'])} steps of {cfg['optim']['name']} "
-                f"(lr {cfg['optim']['lr']}, weight decay {cfg['optim']['weight_decay']}) "
-                f"with {cfg['loss']} loss on "
-                f"`{cfg['data']['name']}` (label noise {cfg['data']['label_noise']}, "
-                f"{cfg['data']['noise_kind']}).",
+                f"{count(cfg.steps)} steps of {cfg.optim.name} "
+                f"(lr {cfg.optim.lr}, weight decay {cfg.optim.weight_decay}) "
+                f"with {cfg.loss} loss on "
+                f"`{cfg.data.name}` (label noise {cfg.data.label_noise}, "
+                f"{cfg.data.noise_kind}).",
             ),
             ("Key numbers (last measurement)", table(["measure", "value"], rows)),
             (

@@ -29,11 +29,13 @@ from genlab.report import (
 from genlab.runs import (
     MetricsLog,
     RunPaths,
+    read_config,
     read_json,
+    series,
 )
 from genlab.studies.attention.analysis import grid_numbers, token_kind
-from genlab.studies.attention.config import TOKEN_NAMES
-from genlab.studies.attention.run import delayed_numbers, load_grid, split_series
+from genlab.studies.attention.config import TOKEN_NAMES, AttentionConfig
+from genlab.studies.attention.run import delayed_numbers, load_grid
 
 # --- report --------------------------------------------------------------------------------
 
@@ -60,7 +62,7 @@ def fig3_section(paths: RunPaths, records: list[dict]) -> str:
     settings = meta["settings"]
     fig, axes = plt.subplots(2, len(settings), figsize=(4.2 * len(settings), 6.4), squeeze=False)
     for k, s in enumerate(settings):
-        ser = split_series(records, f"fig3/{s['label']}")
+        ser = series(records, f"fig3/{s['label']}")
         name = f"{s['label']} (d={s['d']}, ||mu||={sig(float(s['mu_norm']))})"
         _plot_tokens(axes[0, k], ser["step"], ser["clean_sample"], f"{name}\nclean sample")
         if "noisy_sample" in ser:
@@ -218,14 +220,14 @@ def grid_section(paths: RunPaths) -> tuple[str, dict]:
     return body, nums
 
 
-def delayed_section(paths: RunPaths, records: list[dict], cfg: dict) -> tuple[str, dict]:
+def delayed_section(paths: RunPaths, records: list[dict], cfg: AttentionConfig) -> tuple[str, dict]:
     plt = pyplot()
     meta = read_json(paths.artifact("delayed.json"))
-    res = delayed_numbers(paths, cfg["delayed"])
+    res = delayed_numbers(paths, cfg.delayed)
     settings = meta["settings"]
     fig, axes = plt.subplots(2, len(settings), figsize=(4.2 * len(settings), 6), squeeze=False)
     for k, s in enumerate(settings):
-        ser = split_series(records, f"delayed/{s['label']}")
+        ser = series(records, f"delayed/{s['label']}")
         st = np.maximum(ser["step"], 1)
         r = res[s["label"]]
         axes[0, k].plot(st, ser["test_loss"], label="test loss")
@@ -258,7 +260,7 @@ def delayed_section(paths: RunPaths, records: list[dict], cfg: dict) -> tuple[st
             f"{count(meta['steps'])} GD steps per setting, logged on a log-spaced schedule. "
             "*Fit step*: first logged step where every training label (flipped ones included) is "
             "fit. *Delayed generalization*: test loss falls by at least "
-            f"{pct(cfg['delayed']['min_improvement'])} after the fit. *Overfitting "
+            f"{pct(cfg.delayed.min_improvement)} after the fit. *Overfitting "
             "bump*: the largest rise of test loss above its running minimum before its overall "
             "minimum.",
             figure_md(paths, "delayed", "Test loss (top) and mean test attention on the "
@@ -277,7 +279,7 @@ def delayed_section(paths: RunPaths, records: list[dict], cfg: dict) -> tuple[st
 def transformer_section(paths: RunPaths, records: list[dict]) -> str:
     plt = pyplot()
     s = read_json(paths.artifact("transformer.json"))
-    ser = split_series(records, "transformer")
+    ser = series(records, "transformer")
     has_noisy = "noisy_sample" in ser
     fig, axes = plt.subplots(1, 3 if has_noisy else 2, figsize=(13, 3.6))
     _plot_tokens(axes[0], ser["step"], ser["clean_sample"], "CLS attention, clean sample")
@@ -387,22 +389,24 @@ def attention_claims(fig3: dict | None, grid: dict | None, delayed: dict | None)
     return claims
 
 
-def _part_numbers(paths: RunPaths, cfg: dict) -> tuple[dict | None, dict | None, dict | None]:
+def _part_numbers(
+    paths: RunPaths, cfg: AttentionConfig
+) -> tuple[dict | None, dict | None, dict | None]:
     """(fig3, grid counts, delayed analysis) of the parts this run finished (None: not run)."""
-    parts = cfg["parts"]
+    parts = cfg.parts
     fig3 = grid = delayed = None
     if "fig3" in parts and paths.artifact("fig3.json").exists():
         fig3 = read_json(paths.artifact("fig3.json"))
     if "grid" in parts and paths.artifact("grid.json").exists():
         grid = grid_numbers(read_json(paths.artifact("grid.json")))
     if "delayed" in parts and paths.artifact("delayed.json").exists():
-        delayed = delayed_numbers(paths, cfg["delayed"])
+        delayed = delayed_numbers(paths, cfg.delayed)
     return fig3, grid, delayed
 
 
 def claims(paths: RunPaths) -> list[Claim]:
     """The run's claims table, from its folder alone."""
-    return attention_claims(*_part_numbers(paths, read_json(paths.config)))
+    return attention_claims(*_part_numbers(paths, read_config(paths, AttentionConfig)))
 
 
 def claims_md(fig3: dict | None, grid: dict | None, delayed: dict | None) -> str:
@@ -412,19 +416,19 @@ def claims_md(fig3: dict | None, grid: dict | None, delayed: dict | None) -> str
 
 
 def report(paths: RunPaths) -> None:
-    cfg = read_json(paths.config)
+    cfg = read_config(paths, AttentionConfig)
     records = MetricsLog(paths.metrics).read()
-    parts = cfg["parts"]
-    task = cfg["task"]
+    parts = cfg.parts
+    task = cfg.task
     sections = [
         (
             "What was run",
-            f"Parts: {', '.join(parts)}. Synthetic task: n = {task['n']} training samples "
-            f"(ceil(n eta) = {num_flips(task['n'], task['eta'])} labels flipped, eta = "
-            f"{task['eta']}), T = {task['T']} tokens, rho = {task['rho']}, sigma = "
-            f"{task['sigma']}, {task['n_test']} clean test samples; model "
+            f"Parts: {', '.join(parts)}. Synthetic task: n = {task.n} training samples "
+            f"(ceil(n eta) = {num_flips(task.n, task.eta)} labels flipped, eta = "
+            f"{task.eta}), T = {task.T} tokens, rho = {task.rho}, sigma = "
+            f"{task.sigma}, {task.n_test} clean test samples; model "
             "f(X) = nu^T X^T softmax(X W p) with fixed head nu, W and p trained by full-batch "
-            f"GD (lr {task['lr']}, W init {task['w_init']}, seed {task['seed']}). "
+            f"GD (lr {task.lr}, W init {task.w_init}, seed {task.seed}). "
             "SNR = ||mu|| / (sigma sqrt(d)).",
         )
     ]
@@ -448,8 +452,8 @@ def report(paths: RunPaths) -> None:
             "Reference",
             "Sakamoto & Sato, *Benign Overfitting in Token Selection of Attention Mechanism*, "
             "ICML 2025, arXiv 2409.17625. Reference losses for the regime rule: "
-            f"L_opt = {sig(float(reference_losses(20.0, task['T'], task['sigma'])[0]))}, "
-            f"L_unif = {sig(float(reference_losses(20.0, task['T'], task['sigma'])[1]))} "
+            f"L_opt = {sig(float(reference_losses(20.0, task.T, task.sigma)[0]))}, "
+            f"L_unif = {sig(float(reference_losses(20.0, task.T, task.sigma)[1]))} "
             "at ||mu|| = 20.",
         )
     )

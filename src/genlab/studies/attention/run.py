@@ -35,7 +35,7 @@ from genlab.studies.attention.analysis import (
     noisy_sample_story,
     regime_of,
 )
-from genlab.studies.attention.config import PARTS, AttentionConfig, TaskConfig
+from genlab.studies.attention.config import PARTS, AttentionConfig, DelayedConfig, TaskConfig
 from genlab.train import progress_bar
 
 # --- shared helpers ------------------------------------------------------------------------
@@ -71,10 +71,6 @@ def setting_summary(hist: TrainHistory, task: TaskConfig, d: int, mu_norm: float
     out.update(fin)
     out["regime"] = regime_of(fin["noisy_train_acc"], fin["test_loss"], mu_norm, task)
     return out
-
-
-def split_series(records: list[dict], split: str) -> dict[str, np.ndarray]:
-    return series(records, split)  # TODO(issue 8): callers use genlab.runs.series directly
 
 
 def _hist_record(h: TrainHistory, i: int) -> dict:
@@ -263,7 +259,7 @@ def part_results(part: str, paths: RunPaths, cfg: AttentionConfig) -> dict:
     if part == "grid":
         return grid_numbers(art)
     if part == "delayed":
-        res = delayed_numbers(paths, {"min_improvement": cfg.delayed.min_improvement})
+        res = delayed_numbers(paths, cfg.delayed)
         return {k: {"fit_step": r["fit_step"], "min_step": r["min_step"],
                     "delayed": r["delayed"]} for k, r in res.items()}  # fmt: skip
     if part == "transformer":
@@ -271,14 +267,14 @@ def part_results(part: str, paths: RunPaths, cfg: AttentionConfig) -> dict:
     return art.get("results", {})
 
 
-def delayed_numbers(paths: RunPaths, dcfg: dict) -> dict:
+def delayed_numbers(paths: RunPaths, dcfg: DelayedConfig) -> dict:
     records = MetricsLog(paths.metrics).read()
     meta = read_json(paths.artifact("delayed.json"))
     out = {}
     for s in meta["settings"]:
-        ser = split_series(records, f"delayed/{s['label']}")
+        ser = series(records, f"delayed/{s['label']}")
         res = delayed_analysis(
-            ser["step"], ser["train_acc"], ser["test_loss"], dcfg["min_improvement"]
+            ser["step"], ser["train_acc"], ser["test_loss"], dcfg.min_improvement
         )
         out[s["label"]] = res
     return out

@@ -22,9 +22,11 @@ from genlab.report import (
 from genlab.runs import (
     MetricsLog,
     RunPaths,
+    read_config,
     read_json,
 )
 from genlab.studies.grokking.analysis import FIT_ACCURACY, analyze, member_series
+from genlab.studies.grokking.config import GrokkingConfig
 
 # --- report --------------------------------------------------------------------------------
 
@@ -49,7 +51,7 @@ def _band(
 
 def report(paths: RunPaths) -> None:
     plt = pyplot()
-    cfg = read_json(paths.config)
+    cfg = read_config(paths, GrokkingConfig)
     records = MetricsLog(paths.metrics).read()
     series = member_series(records)
     analysis = analyze(records)
@@ -179,7 +181,7 @@ def report(paths: RunPaths) -> None:
     )
     write_report(
         paths,
-        f"grokking: {cfg['task']} / {cfg['model']}",
+        f"grokking: {cfg.task} / {cfg.model}",
         [
             ("What was run", describe(cfg)),
             ("Onsets (medians over seeds)", onset_table + "\n\n" + ONSET_DEFINITIONS),
@@ -241,30 +243,28 @@ OMNIGROK = (
 )
 
 
-def describe(cfg: dict) -> str:
-    if cfg["task"] == "modular":
-        task = (
-            f"(a {cfg['op']} b) mod {cfg['p']}, {cfg['train_fraction']:.0%} of pairs for training"
-        )
+def describe(cfg: GrokkingConfig) -> str:
+    if cfg.task == "modular":
+        task = f"(a {cfg.op} b) mod {cfg.p}, {cfg.train_fraction:.0%} of pairs for training"
     else:
-        task = f"the first {cfg['train_size']} `{cfg['task']}` training examples, full test split"
-    if cfg["model"] == "transformer":
-        t = cfg["transformer"]
+        task = f"the first {cfg.train_size} `{cfg.task}` training examples, full test split"
+    if cfg.model == "transformer":
+        t = cfg.transformer
         model = (
-            f"Nanda et al.'s one-layer transformer (d_model {t['d_model']}, {t['n_heads']} "
-            f"heads, d_mlp {t['d_mlp']}), AdamW lr {t['lr']}, weight decay "
-            f"{t['weight_decay']}, full batch, cross-entropy in float64"
+            f"Nanda et al.'s one-layer transformer (d_model {t.d_model}, {t.n_heads} "
+            f"heads, d_mlp {t.d_mlp}), AdamW lr {t.lr}, weight decay "
+            f"{t.weight_decay}, full batch, cross-entropy in float64"
         )
     else:
-        control = cfg["control_init_scale"]
+        control = cfg.control_init_scale
         control = "no control" if control is None else f"control alpha = {control}"
         model = (
-            f"MLP with {cfg['depth']} hidden layers of {cfg['width']} (ReLU), alpha = "
-            f"{cfg['init_scale']} ({control}), "
-            f"{cfg['loss']} loss, AdamW lr {cfg['lr']}, lambda in {cfg['weight_decays']}, "
-            f"seeds {cfg['seeds']}, batch {cfg['batch_size'] or 'full'}"
+            f"MLP with {cfg.depth} hidden layers of {cfg.width} (ReLU), alpha = "
+            f"{cfg.init_scale} ({control}), "
+            f"{cfg.loss} loss, AdamW lr {cfg.lr}, lambda in {cfg.weight_decays}, "
+            f"seeds {cfg.seeds}, batch {cfg.batch_size or 'full'}"
         )
-    return f"{count(cfg['steps'])} steps on {task}; {model}."
+    return f"{count(cfg.steps)} steps on {task}; {model}."
 
 
 def _exponent(k: float | None) -> str:
@@ -279,13 +279,13 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / max(b, 1):.1f}x"
 
 
-def grokking_claims(cfg: dict, analysis: dict) -> list[Claim]:
+def grokking_claims(cfg: GrokkingConfig, analysis: dict) -> list[Claim]:
     """The paper's claims beside this run, from the run's analysis (:func:`analyze`)."""
-    mnist = cfg["task"] != "modular"
+    mnist = cfg.task != "modular"
     source = (
         "Omnigrok MNIST; Liu et al. 2023, Fig. 1 of Sakamoto & Sato"
         if mnist
-        else "Sakamoto & Sato" + ("; Nanda et al." if cfg["model"] == "transformer" else "")
+        else "Sakamoto & Sato" + ("; Nanda et al." if cfg.model == "transformer" else "")
     )
     paper_delay = (
         f"train accuracy 100% at about 2e3 steps; test accuracy about 20% until about 1e4 "
@@ -409,14 +409,16 @@ def grokking_claims(cfg: dict, analysis: dict) -> list[Claim]:
 
 def claims(paths: RunPaths) -> list[Claim]:
     """The run's claims table, from its folder alone (config.json and metrics.jsonl)."""
-    return grokking_claims(read_json(paths.config), analyze(MetricsLog(paths.metrics).read()))
+    return grokking_claims(
+        read_config(paths, GrokkingConfig), analyze(MetricsLog(paths.metrics).read())
+    )
 
 
-def claims_md(cfg: dict, analysis: dict) -> str:
+def claims_md(cfg: GrokkingConfig, analysis: dict) -> str:
     """The report's claims section: the published claim, then the claims table."""
     intro = (
         OMNIGROK
-        if cfg["task"] != "modular"
+        if cfg.task != "modular"
         else (
             "Published claim (Sakamoto & Sato; Nanda et al. for the transformer): test accuracy "
             "rises long after the training set is fit, at the same time as the within-class "
