@@ -1,23 +1,87 @@
+from __future__ import annotations
+
 import io
+from collections.abc import Callable, Sequence
 
 import pytest
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+from torch import nn
 
 from genlab.data.modular import make_modular_data
 from genlab.ensemble import (
+    ADAMW_IMPLS,
     BatchSampler,
     MLPEnsemble,
+    _check_callback_steps,
     adamw_step_,
     build_mlp,
     grid,
+    reference_loss,
     train_ensemble,
-    train_mlp_reference,
 )
 from genlab.errors import CheckpointError, ConfigError
 
 SIZES = [20, 16, 16, 5]
+
+
+# The sequential reference the batched ensemble is tested against (lives here, not in the library).
+def train_mlp_reference(
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    *,
+    sizes: Sequence[int],
+    seed: int,
+    steps: int,
+    weight_decay: float = 0.0,
+    lr: float = 1e-3,
+    init_scale: float = 1.0,
+    loss: str = "mse_sum",
+    batch_size: int | None = None,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    dtype: torch.dtype = torch.float32,
+    adamw: str = "fused",
+    callback: Callable[[nn.Module, int], object] | None = None,
+    callback_steps: Sequence[int] = (),
+) -> nn.Sequential:
+    """One member, the plain way: ``build_mlp`` + ``torch.optim.AdamW`` (``fused=True`` for
+    ``adamw="fused"``, else the default single-tensor path) + autograd, with the same batch
+    protocol as :class:`MLPEnsemble`. ``callback(model, step)`` runs at ``callback_steps``."""
+    if adamw not in ADAMW_IMPLS:
+        raise ConfigError("adamw", f"unknown {adamw!r}; choose from {list(ADAMW_IMPLS)}")
+    model = build_mlp(sizes, seed=seed, init_scale=init_scale, dtype=dtype)
+    n = int(y_train.shape[0])
+    x_all = x_train.reshape(n, -1).to(dtype)
+    y_all = y_train.to(torch.long)
+    fused = adamw == "fused"
+    opt = torch.optim.AdamW(
+        model.parameters(),
+        lr=lr,
+        betas=betas,
+        eps=eps,
+        weight_decay=weight_decay,
+        fused=fused,
+        foreach=False if not fused else None,
+    )
+    full = batch_size is None or batch_size == n
+    sampler = None if full else BatchSampler(n, int(batch_size), [seed])
+    targets = set(_check_callback_steps(callback_steps))
+    if callback is not None and 0 in targets:
+        callback(model, 0)
+    for step in range(1, steps + 1):
+        if sampler is None:
+            xb, yb = x_all, y_all
+        else:
+            idx = sampler.next()[0]
+            xb, yb = x_all[idx], y_all[idx]
+        opt.zero_grad(set_to_none=True)
+        reference_loss(model(xb), yb, loss).backward()
+        opt.step()
+        if callback is not None and step in targets:
+            callback(model, step)
+    return model
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,8 @@ dominates on a CPU. Stacking the members' parameters along a leading member axis
 layer into one ``torch.baddbmm`` / ``torch.bmm`` over (M, ...) stacks, the backward pass is
 written out by hand (no autograd graph), and AdamW updates the six stacked tensors in one pass.
 
-Everything a member sees is exactly what the sequential reference :func:`train_mlp_reference`
+Everything a member sees is exactly what the sequential reference (``train_mlp_reference`` in
+the tests)
 (``nn.Sequential`` + ``torch.optim.AdamW``) sees for the same seed:
 
 - **Init**: :func:`build_mlp` under ``torch.manual_seed(seed)`` -- default ``nn.Linear`` init in
@@ -55,7 +56,6 @@ __all__ = [
     "matmul_flops_per_step",
     "reference_loss",
     "train_ensemble",
-    "train_mlp_reference",
 ]
 
 LOSSES = ("mse_sum", "ce")
@@ -610,64 +610,7 @@ def train_ensemble(
 
 
 # --------------------------------------------------------------------------------------------
-# The sequential reference
-
-
-def train_mlp_reference(
-    x_train: torch.Tensor,
-    y_train: torch.Tensor,
-    *,
-    sizes: Sequence[int],
-    seed: int,
-    steps: int,
-    weight_decay: float = 0.0,
-    lr: float = 1e-3,
-    init_scale: float = 1.0,
-    loss: str = "mse_sum",
-    batch_size: int | None = None,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    dtype: torch.dtype = torch.float32,
-    adamw: str = "fused",
-    callback: Callable[[nn.Module, int], object] | None = None,
-    callback_steps: Sequence[int] = (),
-) -> nn.Sequential:
-    """One member, the plain way: ``build_mlp`` + ``torch.optim.AdamW`` (``fused=True`` for
-    ``adamw="fused"``, else the default single-tensor path) + autograd, with the same batch
-    protocol as :class:`MLPEnsemble`. ``callback(model, step)`` runs at ``callback_steps``."""
-    if adamw not in ADAMW_IMPLS:
-        raise ConfigError("adamw", f"unknown {adamw!r}; choose from {list(ADAMW_IMPLS)}")
-    model = build_mlp(sizes, seed=seed, init_scale=init_scale, dtype=dtype)
-    n = int(y_train.shape[0])
-    x_all = x_train.reshape(n, -1).to(dtype)
-    y_all = y_train.to(torch.long)
-    fused = adamw == "fused"
-    opt = torch.optim.AdamW(
-        model.parameters(),
-        lr=lr,
-        betas=betas,
-        eps=eps,
-        weight_decay=weight_decay,
-        fused=fused,
-        foreach=False if not fused else None,
-    )
-    full = batch_size is None or batch_size == n
-    sampler = None if full else BatchSampler(n, int(batch_size), [seed])
-    targets = set(_check_callback_steps(callback_steps))
-    if callback is not None and 0 in targets:
-        callback(model, 0)
-    for step in range(1, steps + 1):
-        if sampler is None:
-            xb, yb = x_all, y_all
-        else:
-            idx = sampler.next()[0]
-            xb, yb = x_all[idx], y_all[idx]
-        opt.zero_grad(set_to_none=True)
-        reference_loss(model(xb), yb, loss).backward()
-        opt.step()
-        if callback is not None and step in targets:
-            callback(model, step)
-    return model
+# Sizes
 
 
 def count_params(sizes: Sequence[int]) -> int:

@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.data.tokens import derive_seed, make_token_data
-from genlab.grid import BENIGN, HARMFUL, NOT_OVERFITTING, classify_regimes
 from genlab.models.token_attention import (
     TokenAttention,
     TokenTransformer,
@@ -22,6 +21,7 @@ from genlab.models.token_attention import (
     train_token_attention_batched,
     train_transformer,
 )
+from genlab.studies.attention.grid import BENIGN, HARMFUL, NOT_OVERFITTING, classify_regimes
 
 F64 = torch.float64
 EPS64, EPS32 = torch.finfo(F64).eps, torch.finfo(torch.float32).eps

@@ -4,7 +4,6 @@ Only torch, numpy, scipy and scikit-learn are imported here, never genlab.studie
 genlab.data, so every measure can be used (and tested) on its own.
 """
 
-from genlab.measures.nc_bound import GeneralizationBound, generalization_bound
 from genlab.measures.hsic import (
     gaussian_kernel,
     nhsic,
@@ -19,6 +18,7 @@ from genlab.measures.mutual_information import (
     knn_entropy,
     mutual_information_compressed,
 )
+from genlab.measures.nc_bound import GeneralizationBound, generalization_bound
 from genlab.measures.neural_collapse import (
     NeuralCollapse,
     NeuralCollapseAccumulator,

@@ -13,13 +13,13 @@ Parts (``parts`` selects them; each is a stage of the run: a finished part is sk
 
 * ``fig3`` - per-token attention of one clean and one noisy training sample over GD steps in
   three settings (paper Fig. 3), with the measured regime next to the expected one;
-* ``grid`` - the ``||mu|| x d`` phase diagram (paper Fig. 5) via :func:`genlab.grid.run_grid`,
+* ``grid`` - the ``||mu|| x d`` phase diagram (paper Fig. 5) via :func:`genlab.studies.attention.grid.run_grid`,
   the regime map and the fitted ``n SNR^2 = C`` boundary (``grid.json``);
 * ``delayed`` - long-horizon test loss and test attention near the boundary: the step where the
   training set (flipped labels included) is fit and the step where test loss is smallest;
 * ``transformer`` - :class:`~genlab.models.token_attention.TokenTransformer` (one pre-LN encoder
   layer with a CLS token) on the benign setting at small d;
-* ``real`` - two-phase experiments on real data, from :mod:`genlab.attention_real`.
+* ``real`` - two-phase experiments on real data, from :mod:`genlab.studies.attention.real`.
 """
 
 from genlab.studies.attention import report, run

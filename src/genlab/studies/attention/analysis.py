@@ -7,20 +7,20 @@ import math
 
 import numpy as np
 
-from genlab.grid import (
-    REGIMES,
-    classify_regimes,
-)
 from genlab.models.token_attention import (
     TrainHistory,
 )
 from genlab.studies.attention.config import TOKEN_NAMES, TaskConfig
+from genlab.studies.attention.grid import (
+    REGIMES,
+    classify_regimes,
+)
 
 
 def regime_of(noisy_train_acc: float, test_loss: float, mu_norm: float, task: TaskConfig,
               fit_threshold: float = 0.5, benign_gap: float = 0.5) -> str:  # fmt: skip
-    """The measured regime (:data:`genlab.grid.REGIMES`) of one trained setting, by the grid's
-    rule (:func:`genlab.grid.classify_regimes`). Without label noise nothing can be overfit:
+    """The measured regime (:data:`genlab.studies.attention.grid.REGIMES`) of one trained setting, by the grid's
+    rule (:func:`genlab.studies.attention.grid.classify_regimes`). Without label noise nothing can be overfit:
     ``not_overfitting``."""
     if not math.isfinite(noisy_train_acc):
         return "not_overfitting"

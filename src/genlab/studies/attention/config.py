@@ -6,18 +6,18 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-from genlab.attention_real import (
-    RealDataConfig,
-)
-from genlab.attention_real import check_config as check_real_config
 from genlab.config import reject_changed, require_nonnegative, require_positive, require_unit
 from genlab.data.tokens import num_flips
 from genlab.errors import ConfigError
-from genlab.grid import (
+from genlab.studies.attention.grid import (
     D_VALUES,
     MU_VALUES,
     REGIMES,
 )
+from genlab.studies.attention.real import (
+    RealDataConfig,
+)
+from genlab.studies.attention.real import check_config as check_real_config
 
 PARTS = ("fig3", "grid", "delayed", "transformer", "real")
 TOKEN_NAMES = ("token 0 (relevant)", "token 1 (weak, same)", "token 2 (weak, opposite)")
@@ -135,7 +135,7 @@ class AttentionConfig:
     delayed: DelayedConfig = field(default_factory=DelayedConfig)
     transformer: TransformerPartConfig = field(default_factory=TransformerPartConfig)
     real: RealDataConfig = field(default_factory=RealDataConfig)
-    """Real-data two-phase experiments (genlab.attention_real)."""
+    """Real-data two-phase experiments (genlab.studies.attention.real)."""
 
 
 def validate(cfg: AttentionConfig) -> None:

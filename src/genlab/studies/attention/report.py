@@ -6,14 +6,7 @@ import math
 
 import numpy as np
 
-from genlab.attention_real import (
-    real_report_sections,
-)
 from genlab.data.tokens import num_flips
-from genlab.grid import (
-    REGIMES,
-    reference_losses,
-)
 from genlab.report import (
     Claim,
     claims_table,
@@ -35,6 +28,13 @@ from genlab.runs import (
 )
 from genlab.studies.attention.analysis import grid_numbers, token_kind
 from genlab.studies.attention.config import TOKEN_NAMES, AttentionConfig
+from genlab.studies.attention.grid import (
+    REGIMES,
+    reference_losses,
+)
+from genlab.studies.attention.real import (
+    real_report_sections,
+)
 from genlab.studies.attention.run import delayed_numbers, load_grid
 
 # --- report --------------------------------------------------------------------------------

@@ -5,16 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from genlab.attention_real import (
-    run_real,
-)
 from genlab.data.tokens import make_token_data, snr
-from genlab.grid import (
-    REGIMES,
-    GridResult,
-    fit_snr_boundary,
-    run_grid,
-)
 from genlab.models.token_attention import (
     TrainHistory,
     num_threads,
@@ -36,6 +27,15 @@ from genlab.studies.attention.analysis import (
     regime_of,
 )
 from genlab.studies.attention.config import PARTS, AttentionConfig, DelayedConfig, TaskConfig
+from genlab.studies.attention.grid import (
+    REGIMES,
+    GridResult,
+    fit_snr_boundary,
+    run_grid,
+)
+from genlab.studies.attention.real import (
+    run_real,
+)
 from genlab.train import progress_bar
 
 # --- shared helpers ------------------------------------------------------------------------

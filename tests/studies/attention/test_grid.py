@@ -8,7 +8,8 @@ import torch
 
 from genlab.data.tokens import make_token_data
 from genlab.errors import ConfigError
-from genlab.grid import (
+from genlab.models.token_attention import train_naive
+from genlab.studies.attention.grid import (
     BENIGN,
     D_VALUES,
     HARMFUL,
@@ -23,7 +24,6 @@ from genlab.grid import (
     reference_losses,
     run_grid,
 )
-from genlab.models.token_attention import train_naive
 
 TINY = dict(steps=30, lr=0.3, n=6, n_test=30, T=4, seed=2, eta=0.34)
 EPS64, EPS32 = torch.finfo(torch.float64).eps, torch.finfo(torch.float32).eps

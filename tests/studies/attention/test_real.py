@@ -11,20 +11,18 @@ import pandas as pd
 import pytest
 import torch
 
-from genlab.attention_real import (
-    BertLastLayerCached,
+from genlab.data.text import load_minilm, load_rotten_tomatoes, load_rotten_tomatoes_frame
+from genlab.models.cached_last_layer import BertLastLayerCached, ViTCached, encode_texts
+from genlab.models.vit import ViT
+from genlab.runs import Run, RunPaths, read_json
+from genlab.studies.attention.real import (
     Phase2Data,
     RealDataConfig,
-    ViTCached,
-    encode_texts,
     evaluate,
     real_report_sections,
     run_real,
     smoke_config,
 )
-from genlab.data.text import load_minilm, load_rotten_tomatoes, load_rotten_tomatoes_frame
-from genlab.models.vit import ViT
-from genlab.runs import Run, RunPaths, read_json
 
 
 def raw_rt_frame() -> pd.DataFrame:
@@ -167,7 +165,8 @@ def test_tiny_vision_run_writes_table_and_report(tmp_path, monkeypatch):
     cfg = smoke_config("vision")
     assert isinstance(cfg, RealDataConfig)
     run = Run(RunPaths(tmp_path / "run"), cfg, quiet=True)
-    key = run_real(cfg, run)
+    with run.stage("real"):
+        key = run_real(cfg, run)
     assert 0 <= key["real_vision_baseline_test_acc"] <= 1
     table = read_json(run.paths.artifact("real_table.json"))
     rows = table["vision"]["rows"]
@@ -185,7 +184,8 @@ def test_tiny_vision_run_writes_table_and_report(tmp_path, monkeypatch):
     assert run.paths.figure("real_vision_phase2").exists()
     # A rerun reuses the cached phase-0 checkpoint.
     run2 = Run(RunPaths(tmp_path / "run2"), cfg, quiet=True)
-    key2 = run_real(cfg, run2)
+    with run2.stage("real"):
+        key2 = run_real(cfg, run2)
     assert read_json(run2.paths.artifact("real_table.json"))["vision"]["phase0"]["cached"]
     assert key2["real_vision_baseline_test_acc"] == pytest.approx(
         key["real_vision_baseline_test_acc"]
