@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from genlab.data.tokens import make_token_data
-from genlab.grid import D_VALUES, MU_VALUES, run_grid
 from genlab.models.token_attention import gram_descent, gram_operators, init_w0, train_naive
+from genlab.studies.attention.grid import D_VALUES, MU_VALUES, run_grid
 
 SUB_MU = [MU_VALUES[i] for i in (0, 7, 15, 23, 31, 38)]  # 5, 22.5, 42.5, 62.5, 82.5, 100
 
