@@ -1,4 +1,3 @@
-import builtins
 import dataclasses
 import math
 
@@ -17,7 +16,6 @@ from genlab.studies.attention.grid import (
     MU_VALUES,
     NOT_OVERFITTING,
     GridResult,
-    RayUnavailable,
     classify_regimes,
     fit_snr_boundary,
     make_tasks,
@@ -97,18 +95,8 @@ def test_chunking_changes_only_float_rounding():
     assert tasks[0].d == 5000 and sum(len(t.mus) for t in tasks) == 39 * 39
 
 
-def test_ray_missing_and_bad_executor(monkeypatch):
-    real_import = builtins.__import__
-
-    def no_ray(name, *args, **kwargs):
-        if name == "ray":
-            raise ImportError("No module named 'ray'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_ray)
-    with pytest.raises(RayUnavailable, match="pip install ray"):
-        run_grid([2.0], [16], executor="ray", **TINY)
-    with pytest.raises(ConfigError):
+def test_unknown_executor_is_a_config_error():  # Ray's absence: tests/test_executor.py
+    with pytest.raises(ConfigError, match="executor"):
         run_grid([2.0], [16], executor="threads", **TINY)
 
 

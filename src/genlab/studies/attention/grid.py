@@ -41,7 +41,7 @@ import torch
 
 from genlab.data.tokens import draw_token_noise, signal_coefficients
 from genlab.errors import ConfigError
-from genlab.executor import Executor, RayUnavailable, map_tasks  # noqa: F401 (re-exported)
+from genlab.executor import Executor, map_tasks
 from genlab.models.token_attention import (
     class_attention,
     gram_descent,
