@@ -9,6 +9,7 @@ import numpy as np
 from genlab.report import (
     Claim,
     claims_table,
+    config_block,
     count,
     figure_md,
     fmt,
@@ -219,7 +220,7 @@ def report(paths: RunPaths) -> None:
                 "Generalization bound",
                 figure_md(paths, "bound", "Theorem 3.2 bound vs measured test error."),
             ),
-            ("Config", "```json\n" + paths.config.read_text().strip() + "\n```"),
+            ("Config", config_block(paths)),
         ],
     )
 
