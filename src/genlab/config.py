@@ -1,6 +1,10 @@
-"""Checks shared by every study's config: the generic ones that ``Study.check`` runs on any
-config (finite numbers, integers that fit int64, non-negative seeds) and range helpers that a
-study's ``validate`` calls with the dotted field names, so every message names its field."""
+"""Config pieces and checks shared by every study.
+
+``DataConfig`` and ``OptimConfig`` are the one shape of "which data" and "how to optimize"
+inside each study's config (``--data.name``, ``--optim.lr`` in every study). The generic checks
+run by ``Study.check`` on any config (finite numbers, integers that fit int64, non-negative
+seeds), range helpers that a study's ``validate`` calls with dotted field names so every message
+names its field, and ``reject_changed`` for fields that do not apply."""
 
 from __future__ import annotations
 
@@ -8,9 +12,40 @@ import dataclasses
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from genlab.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    """Dataset: digits | mnist | mnist-validation | fashion-mnist | mnist1d."""
+    train_size: int | None = None
+    """Use the first N training examples (None: all)."""
+    normalize: bool = True
+    """Standardize inputs with the training split's mean and std."""
+    label_noise: float = 0.0
+    """Fraction of training labels corrupted, in [0, 1]."""
+    noise_kind: Literal["uniform", "flip"] = "uniform"
+    """uniform: redraw over all K classes; flip: exactly ceil(n f) labels to another class."""
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd", "adamw", "gd"] = "adamw"
+    """adamw; sgd (with momentum); gd: plain full-batch gradient descent."""
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    """SGD momentum."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW's moment decay rates."""
+    schedule: Literal["constant", "cosine", "step"] = "constant"
+    warmup_steps: int = 0
+    """Linear warm-up of the learning rate over this many steps."""
+
 
 INT64 = 2**63
 SEED_FIELD = re.compile(r"(^|[._])seeds?(\[\d+\])?$")

@@ -45,7 +45,9 @@ def _tokens(p, n, seed=0):
 def test_default_config_is_nandas():
     c = ModularTransformerConfig()
     assert (c.p, c.d_model, c.n_heads, c.d_head, c.d_mlp, c.n_ctx) == (113, 128, 4, 32, 512, 3)
-    assert (c.lr, c.weight_decay, c.betas, c.train_fraction) == (1e-3, 1.0, (0.9, 0.98), 0.3)
+    opt, sched = make_optimizer(ModularTransformer(c, seed=0))  # Nanda's training defaults
+    group = opt.param_groups[0]
+    assert (group["weight_decay"], group["betas"], group["initial_lr"]) == (1.0, (0.9, 0.98), 1e-3)
     assert c.d_vocab == 114 and c.d_vocab_out == 113
     model = ModularTransformer(c, seed=0)
     n_params = sum(p.numel() for p in model.parameters())

@@ -48,14 +48,6 @@ class ModularTransformerConfig:
     d_mlp: int = 512
     n_ctx: int = 3
     """Sequence length: (a, b, "=")."""
-    # training (Nanda et al.)
-    lr: float = 1e-3
-    weight_decay: float = 1.0
-    betas: tuple[float, float] = (0.9, 0.98)
-    warmup_steps: int = 10
-    """Nanda's linear warm-up: update s = 0, 1, 2, ... uses lr * min(s / warmup_steps, 1), so the
-    first update has lr 0 (only the Adam moments move), as in Nanda's code. 0 disables it."""
-    train_fraction: float = 0.3
 
     @property
     def d_vocab(self) -> int:
@@ -193,12 +185,17 @@ def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def make_optimizer(
     model: ModularTransformer,
+    lr: float = 1e-3,
+    weight_decay: float = 1.0,
+    betas: tuple[float, float] = (0.9, 0.98),
+    warmup_steps: int = 10,
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW (lr, weight decay, betas from the config) and Nanda's linear warm-up schedule
-    (call ``scheduler.step()`` after each ``optimizer.step()``)."""
-    c = model.config
-    opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay, betas=c.betas)
-    warm = c.warmup_steps
+    """AdamW and Nanda's linear warm-up schedule (call ``scheduler.step()`` after each
+    ``optimizer.step()``); the defaults are Nanda et al.'s. Warm-up: update s = 0, 1, 2, ...
+    uses lr * min(s / warmup_steps, 1), so the first update has lr 0 (only the Adam moments
+    move), as in Nanda's code; 0 disables it."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=betas)
+    warm = warmup_steps
 
     def factor(step: int) -> float:
         return 1.0 if warm <= 0 else min(step / warm, 1.0)

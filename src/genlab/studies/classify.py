@@ -7,8 +7,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from genlab.config import require_nonnegative, require_positive, require_unit
+from genlab.config import (
+    DataConfig,
+    OptimConfig,
+    require_nonnegative,
+    require_positive,
+    require_unit,
+)
 from genlab.data import Dataset, check_options, load_dataset
+from genlab.errors import ConfigError
 from genlab.models import build_model, weight_norm
 from genlab.report import count, figure_md, pct, pyplot, save_figure, sig, table, write_report
 from genlab.runs import (
@@ -35,20 +42,6 @@ from genlab.train import (
 
 
 @dataclass
-class DataConfig:
-    name: str = "digits"
-    """Dataset: digits | mnist | mnist-validation | fashion-mnist | mnist1d."""
-    train_size: int | None = None
-    """Use the first N training examples (None: all)."""
-    normalize: bool = True
-    """Standardize inputs with the training split's mean and std."""
-    label_noise: float = 0.0
-    """Fraction of training labels corrupted, in [0, 1]."""
-    noise_kind: Literal["uniform", "flip"] = "uniform"
-    """uniform: redraw over all K classes; flip: exactly ceil(n f) labels to another class."""
-
-
-@dataclass
 class ModelConfig:
     kind: Literal["mlp", "cnn"] = "mlp"
     depth: int = 2
@@ -57,17 +50,6 @@ class ModelConfig:
     """Hidden units (MLP) or base channels (CNN)."""
     init_scale: float = 1.0
     """Every parameter is multiplied by this after the default init."""
-
-
-@dataclass
-class OptimConfig:
-    name: Literal["sgd", "adamw"] = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    """SGD momentum."""
-    schedule: Literal["constant", "cosine", "step"] = "constant"
-    warmup_steps: int = 0
 
 
 @dataclass
@@ -109,6 +91,11 @@ def validate(cfg: ClassifyConfig) -> None:
         }
     )
     require_unit({"optim.momentum": cfg.optim.momentum})
+    require_unit({f"optim.betas[{i}]": b for i, b in enumerate(cfg.optim.betas)})
+    if cfg.optim.name not in ("sgd", "adamw"):
+        raise ConfigError(
+            "optim.name", f"classify trains with sgd or adamw, got {cfg.optim.name!r}"
+        )
 
 
 def load_data(data: DataConfig, seed: int) -> Dataset:
@@ -155,8 +142,9 @@ def run(cfg: ClassifyConfig, run: Run) -> dict:
         init_scale=cfg.model.init_scale,
         seed=cfg.seed,
     )
+    o = cfg.optim
     optimizer = make_optimizer(
-        model.parameters(), cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.momentum
+        model.parameters(), o.name, o.lr, o.weight_decay, momentum=o.momentum, betas=o.betas
     )
     loss_fn = LOSSES[cfg.loss]
     meter = ClassificationMeter(run, ds, loss_fn)

@@ -2,6 +2,7 @@ import dataclasses
 
 import pytest
 
+from genlab.config import OptimConfig
 from genlab.errors import ConfigError
 from genlab.studies import STUDIES
 from genlab.studies.attention.config import AttentionConfig, TaskConfig
@@ -12,7 +13,8 @@ ATTENTION = STUDIES["attention"]
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"task": TaskConfig(lr=-1.0)}, "task.lr"),
+        ({"optim": OptimConfig(name="gd", lr=-1.0)}, "optim.lr"),
+        ({"optim": OptimConfig(name="adamw", lr=5e-3)}, "optim.name"),
         ({"task": TaskConfig(eta=1.0)}, "task.eta"),
         ({"task": TaskConfig(eta=-0.1)}, "task.eta"),
         ({"parts": ("fig3", "nope")}, "parts"),

@@ -86,9 +86,9 @@ def test_sigkill_inside_a_part_then_resume_equals_uninterrupted(
 
 def test_regimes_of_hand_picked_settings():
     task = TaskConfig(n_test=500)
-    large_signal = measure_setting(task, d=500, mu_norm=100.0, steps=1000)
+    large_signal = measure_setting(task, d=500, mu_norm=100.0, steps=1000, lr=5e-3)
     assert large_signal["regime"] == "not_overfitting"
     assert large_signal["noisy_train_acc"] == 0.0 and large_signal["test_acc"] > 0.95
-    benign = measure_setting(task, d=2000, mu_norm=20.0, steps=2000)
+    benign = measure_setting(task, d=2000, mu_norm=20.0, steps=2000, lr=5e-3)
     assert benign["regime"] == "benign"
     assert benign["noisy_train_acc"] == 1.0 and benign["test_acc"] > 0.95

@@ -1,5 +1,6 @@
 import pytest
 
+from genlab.config import OptimConfig
 from genlab.errors import ConfigError
 from genlab.studies import STUDIES
 from genlab.studies.grokking.config import GrokkingConfig, members_of
@@ -28,7 +29,7 @@ def test_members_and_schedule_follow_the_protocol():
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"lr": -1.0}, "lr"),
+        ({"optim": OptimConfig(lr=-1.0)}, "optim.lr"),
         ({"train_fraction": 1.5}, "train_fraction"),
         ({"p": 1}, "p"),
         ({"weight_decays": (-0.1,)}, "weight_decays"),
@@ -47,9 +48,11 @@ def test_invalid_configs_name_the_field(change, field):
     ("preset", "args", "field"),
     [
         ("smoke", ["--transformer.p", "97"], "transformer.p"),  # the task's --p is used
-        ("smoke", ["--transformer.train-fraction", "0.5"], "transformer.train_fraction"),
-        ("smoke", ["--transformer.lr", "0.01"], "transformer.lr"),  # MLP sweep: not read
-        ("modular-transformer", ["--lr", "0.01"], "lr"),  # transformer: --transformer.lr
+        ("smoke", ["--transformer.d-model", "64"], "transformer.d_model"),  # MLP sweep: not read
+        ("smoke", ["--optim.warmup-steps", "10"], "optim.warmup_steps"),  # no MLP warm-up
+        ("smoke", ["--optim.weight-decay", "0.1"], "optim.weight_decay"),  # --weight-decays
+        ("smoke", ["--optim.name", "sgd"], "optim.name"),
+        ("modular-transformer", ["--width", "64"], "width"),  # MLP only
         ("modular-transformer", ["--weight-decays", "0.1", "0.3"], "weight_decays"),
         ("mnist-fig", ["--p", "97"], "p"),  # not a modular task
     ],

@@ -6,7 +6,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-from genlab.config import reject_changed, require_nonnegative, require_positive, require_unit
+from genlab.config import (
+    OptimConfig,
+    reject_changed,
+    require_nonnegative,
+    require_positive,
+    require_unit,
+)
 from genlab.data.tokens import num_flips
 from genlab.errors import ConfigError
 from genlab.studies.attention.grid import (
@@ -41,8 +47,6 @@ class TaskConfig:
     """Label-noise rate in [0, 1): exactly ceil(n eta) training labels are flipped."""
     sigma: float = 1.0
     """Standard deviation of the Gaussian token noise."""
-    lr: float = 5e-3
-    """Full-batch gradient-descent learning rate."""
     w_init: Literal["kaiming", "identity"] = "kaiming"
     """Initial W: PyTorch's default Linear init, or the identity."""
     seed: int = 0
@@ -130,6 +134,8 @@ class AttentionConfig:
     parts: tuple[str, ...] = ("fig3", "grid", "delayed")
     """Which parts to run: fig3 | grid | delayed | transformer | real."""
     task: TaskConfig = field(default_factory=TaskConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="gd", lr=5e-3))
+    """The token model's optimizer: full-batch gradient descent (the paper's), its lr."""
     fig3: Fig3Config = field(default_factory=Fig3Config)
     grid: GridConfig = field(default_factory=GridConfig)
     delayed: DelayedConfig = field(default_factory=DelayedConfig)
@@ -146,7 +152,7 @@ def validate(cfg: AttentionConfig) -> None:
             raise ConfigError("parts", f"unknown part {p!r}; choose from {', '.join(PARTS)}")
     t = cfg.task
     positive = {
-        "task.lr": t.lr,
+        "optim.lr": cfg.optim.lr,
         "task.n": t.n,
         "task.n_test": t.n_test,
         "task.sigma": t.sigma,
@@ -203,6 +209,10 @@ def validate(cfg: AttentionConfig) -> None:
     check_real_config(cfg.real)  # also when the part is off: a bad value is never silent
     # No field is silently ignored: the settings of a part that does not run stay default.
     base = AttentionConfig()
+    reject_changed(
+        cfg, base, [f"optim.{f.name}" for f in dataclasses.fields(base.optim) if f.name != "lr"],
+        "the token model trains by plain full-batch gradient descent (only --optim.lr applies)",
+    )  # fmt: skip
     for part in PARTS:
         if part not in cfg.parts:
             fields = [f"{part}.{f.name}" for f in dataclasses.fields(getattr(base, part))]

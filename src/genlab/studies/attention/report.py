@@ -428,7 +428,7 @@ def report(paths: RunPaths) -> None:
             f"{task.eta}), T = {task.T} tokens, rho = {task.rho}, sigma = "
             f"{task.sigma}, {task.n_test} clean test samples; model "
             "f(X) = nu^T X^T softmax(X W p) with fixed head nu, W and p trained by full-batch "
-            f"GD (lr {task.lr}, W init {task.w_init}, seed {task.seed}). "
+            f"GD (lr {cfg.optim.lr}, W init {task.w_init}, seed {task.seed}). "
             "SNR = ||mu|| / (sigma sqrt(d)).",
         )
     ]

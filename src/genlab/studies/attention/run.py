@@ -55,12 +55,12 @@ def make_data(task: TaskConfig, d: int, mu_norm: float, n_test: int | None = Non
     )
 
 
-def measure_setting(task: TaskConfig, d: int, mu_norm: float, steps: int) -> dict:
+def measure_setting(task: TaskConfig, d: int, mu_norm: float, steps: int, lr: float) -> dict:
     """Train one (d, ||mu||) setting for ``steps`` and label its regime: the study's labelling
     path, also used by fig3 (final numbers plus ``regime``)."""
     data = make_data(task, d, mu_norm)
     hist = train_token_attention(
-        data, steps=steps, lr=task.lr, w_init=task.w_init, log_steps=[], track=[]
+        data, steps=steps, lr=lr, w_init=task.w_init, log_steps=[], track=[]
     )
     return setting_summary(hist, task, d, mu_norm)
 
@@ -107,7 +107,7 @@ def run_fig3(cfg: AttentionConfig, run: Run) -> dict:
             clean_i, noisy_i = _tracked(data)
             track = [clean_i] + ([noisy_i] if noisy_i is not None else [])
             hist = train_token_attention(
-                data, steps=f3.steps, lr=task.lr, w_init=task.w_init,
+                data, steps=f3.steps, lr=cfg.optim.lr, w_init=task.w_init,
                 log_every=f3.log_every, track=track,
             )  # fmt: skip
             for i, step in enumerate(hist.steps.tolist()):
@@ -138,7 +138,7 @@ def run_grid_part(cfg: AttentionConfig, run: Run) -> dict:
             update(done, {})
 
         result = run_grid(
-            g.mu_values, g.d_values, steps=g.steps, lr=task.lr, n=task.n, eta=task.eta,
+            g.mu_values, g.d_values, steps=g.steps, lr=cfg.optim.lr, n=task.n, eta=task.eta,
             seed=task.seed, n_test=task.n_test, T=task.T, rho=task.rho, sigma=task.sigma,
             w_init=task.w_init, executor=g.executor, ray_address=g.ray_address,
             workers=g.workers, threads=g.threads, progress=progress,
@@ -181,7 +181,7 @@ def run_delayed(cfg: AttentionConfig, run: Run) -> None:
         for k, (label, d, mu) in enumerate(zip(dl.labels, dl.d_values, dl.mu_values)):
             data = make_data(task, d, mu)
             hist = train_token_attention(
-                data, steps=dl.steps, lr=task.lr, w_init=task.w_init,
+                data, steps=dl.steps, lr=cfg.optim.lr, w_init=task.w_init,
                 log_steps=schedule, track=[],
             )  # fmt: skip
             for i, step in enumerate(hist.steps.tolist()):

@@ -6,7 +6,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-from genlab.config import reject_changed, require_nonnegative, require_positive, require_unit
+from genlab.config import (
+    OptimConfig,
+    reject_changed,
+    require_nonnegative,
+    require_positive,
+    require_unit,
+)
 from genlab.data.modular import make_modular_data
 from genlab.errors import ConfigError
 from genlab.models.modular_transformer import (
@@ -39,11 +45,13 @@ class GrokkingConfig:
     """Adds one control member per weight decay (first seed) with this alpha; None: none."""
     loss: Literal["mse_sum", "ce"] = "mse_sum"
     """mse_sum: squared error on one-hot targets summed over outputs; ce: cross-entropy."""
-    lr: float = 1e-3
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """AdamW: lr, betas (and, for the transformer, Nanda's warm-up); the weight decay is the
+    sweep's ``weight_decays``."""
     weight_decays: tuple[float, ...] = (1.0,)
-    """lambda values of the sweep (AdamW's decoupled weight decay)."""
+    """lambda values of the sweep (AdamW's decoupled weight decay); one value for the
+    transformer."""
     seeds: tuple[int, ...] = (42,)
-    betas: tuple[float, float] = (0.9, 0.999)
     batch_size: int = 0
     """Minibatch size; 0 means full batch."""
     steps: int = 3000
@@ -60,30 +68,27 @@ class GrokkingConfig:
     """Members whose final margins to the class-0/class-1 boundary are saved."""
     checkpoint_every: int = 1000
     transformer: ModularTransformerConfig = field(default_factory=ModularTransformerConfig)
-    """Transformer settings (d_model, heads, d_mlp, lr, weight decay, betas)."""
+    """Transformer architecture (d_model, heads, d_head, d_mlp); its modulus is ``p``."""
 
 
 def validate(cfg: GrokkingConfig) -> None:
-    t = cfg.transformer
+    t, o = cfg.transformer, cfg.optim
     require_positive(
         {
             name: getattr(cfg, name)
-            for name in ("lr", "steps", "width", "checkpoint_every", "train_size", "mi_samples")
+            for name in ("steps", "width", "checkpoint_every", "train_size", "mi_samples")
         }
-        | {"control_init_scale": cfg.control_init_scale}
+        | {"optim.lr": o.lr, "control_init_scale": cfg.control_init_scale}
         | {f"transformer.{n}": getattr(t, n) for n in ("d_model", "n_heads", "d_head", "d_mlp")}
-        | {"transformer.lr": t.lr}
     )
     require_nonnegative(
         {
             name: getattr(cfg, name)
             for name in ("depth", "batch_size", "log_points", "mi_points", "nhsic_batches")
         }
-        | {"margin_members": cfg.margin_members}
-        | {"transformer.weight_decay": t.weight_decay, "transformer.warmup_steps": t.warmup_steps}
+        | {"margin_members": cfg.margin_members, "optim.warmup_steps": o.warmup_steps}
     )
-    require_unit({f"betas[{i}]": b for i, b in enumerate(cfg.betas)})
-    require_unit({f"transformer.betas[{i}]": b for i, b in enumerate(t.betas)})
+    require_unit({f"optim.betas[{i}]": b for i, b in enumerate(o.betas)})
     if t.n_ctx != 3:
         raise ConfigError(
             "transformer.n_ctx", f"the inputs are (a, b, '='): must be 3, got {t.n_ctx}"
@@ -102,18 +107,20 @@ def validate(cfg: GrokkingConfig) -> None:
         raise ConfigError("model", "the transformer runs the modular task only")
     # No field is silently ignored: one that does not apply to this config must stay default.
     base = GrokkingConfig()
+    reject_changed(cfg, base, ("transformer.p",), "never read: the task's --p sets the modulus")
     reject_changed(
-        cfg, base, ("transformer.p", "transformer.train_fraction"),
-        "never read: the task's --p and --train-fraction apply to every model",
+        cfg, base, ("optim.name", "optim.weight_decay", "optim.momentum", "optim.schedule"),
+        "the sweep trains with AdamW, constant lr, weight decay from --weight-decays",
     )  # fmt: skip
     if cfg.model == "transformer":
-        mlp_only = ("lr", "weight_decays", "betas", "batch_size", "width", "depth", "init_scale")
-        mlp_only += ("control_init_scale", "loss")
-        reject_changed(cfg, base, mlp_only, "applies to the MLP sweep; the transformer "
-                       "takes its optimizer from --transformer.*")  # fmt: skip
+        mlp_only = ("batch_size", "width", "depth", "init_scale", "control_init_scale", "loss")
+        reject_changed(cfg, base, mlp_only, "applies to the MLP sweep, not the transformer")
+        if len(cfg.weight_decays) != 1 or len(cfg.seeds) != 1:
+            raise ConfigError("weight_decays", "the transformer trains one model: one value")
     else:
         fields = [f"transformer.{f.name}" for f in dataclasses.fields(base.transformer)]
         reject_changed(cfg, base, fields, "applies to --model transformer only")
+        reject_changed(cfg, base, ("optim.warmup_steps",), "the MLP sweep has no warm-up")
     if cfg.task != "modular":
         reject_changed(cfg, base, ("p", "op", "train_fraction"), "applies to --task modular only")
     if cfg.task == "modular":
@@ -142,8 +149,7 @@ class Member:
 
 def members_of(cfg: GrokkingConfig) -> list[Member]:
     if cfg.model == "transformer":
-        t = cfg.transformer
-        return [Member(1.0, t.weight_decay, cfg.seeds[0])]
+        return [Member(1.0, cfg.weight_decays[0], cfg.seeds[0])]
     out = [Member(cfg.init_scale, w, s) for w in cfg.weight_decays for s in cfg.seeds]
     if cfg.control_init_scale is not None and cfg.control_init_scale != cfg.init_scale:
         out += [Member(cfg.control_init_scale, w, cfg.seeds[0]) for w in cfg.weight_decays]
@@ -180,7 +186,7 @@ PRESETS = {
         init_scale=1.0,
         control_init_scale=None,
         loss="mse_sum",
-        lr=3e-3,
+        optim=OptimConfig(lr=3e-3),
         weight_decays=(1.0,),
         seeds=(0,),
         steps=2000,
@@ -198,6 +204,8 @@ PRESETS = {
     "modular-transformer": lambda: GrokkingConfig(
         task="modular",
         model="transformer",
+        optim=OptimConfig(lr=1e-3, betas=(0.9, 0.98), warmup_steps=10),  # Nanda et al.
+        weight_decays=(1.0,),
         p=113,
         train_fraction=0.3,
         steps=20_000,

@@ -253,8 +253,9 @@ def describe(cfg: GrokkingConfig) -> str:
         t = cfg.transformer
         model = (
             f"Nanda et al.'s one-layer transformer (d_model {t.d_model}, {t.n_heads} "
-            f"heads, d_mlp {t.d_mlp}), AdamW lr {t.lr}, weight decay "
-            f"{t.weight_decay}, full batch, cross-entropy in float64"
+            f"heads, d_mlp {t.d_mlp}), AdamW lr {cfg.optim.lr} (linear warm-up over "
+            f"{cfg.optim.warmup_steps} steps), betas {cfg.optim.betas}, weight decay "
+            f"{cfg.weight_decays[0]}, full batch, cross-entropy in float64"
         )
     else:
         control = cfg.control_init_scale
@@ -262,7 +263,7 @@ def describe(cfg: GrokkingConfig) -> str:
         model = (
             f"MLP with {cfg.depth} hidden layers of {cfg.width} (ReLU), alpha = "
             f"{cfg.init_scale} ({control}), "
-            f"{cfg.loss} loss, AdamW lr {cfg.lr}, lambda in {cfg.weight_decays}, "
+            f"{cfg.loss} loss, AdamW lr {cfg.optim.lr}, lambda in {cfg.weight_decays}, "
             f"seeds {cfg.seeds}, batch {cfg.batch_size or 'full'}"
         )
     return f"{count(cfg.steps)} steps on {task}; {model}."

@@ -126,7 +126,10 @@ def make_stepper(cfg: GrokkingConfig, data: TaskData, members: list[Member]):
     if cfg.model == "transformer":
         tcfg = ModularTransformerConfig(**{**vars(cfg.transformer), "p": cfg.p})
         model = ModularTransformer(tcfg, seed=members[0].seed)
-        optimizer, scheduler = transformer_optimizer(model)
+        o = cfg.optim
+        optimizer, scheduler = transformer_optimizer(
+            model, o.lr, members[0].weight_decay, o.betas, o.warmup_steps
+        )
         sampler = EndlessSampler(data.x_train, data.y_train, data.y_train.shape[0], seed=0)
         return TransformerStepper(model, optimizer, sampler, transformer_loss, scheduler)
     sizes = [data.x_train.shape[1], *[cfg.width] * cfg.depth, data.num_classes]
@@ -137,10 +140,10 @@ def make_stepper(cfg: GrokkingConfig, data: TaskData, members: list[Member]):
         seeds=[m.seed for m in members],
         weight_decays=[m.weight_decay for m in members],
         init_scale=[m.alpha for m in members],
-        lr=cfg.lr,
+        lr=cfg.optim.lr,
         loss=cfg.loss,
         batch_size=cfg.batch_size or None,
-        betas=cfg.betas,
+        betas=cfg.optim.betas,
     )
     return EnsembleStepper(ensemble)
 
