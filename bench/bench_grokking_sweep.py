@@ -31,7 +31,6 @@ import types
 import torch
 
 from genlab.ensemble import (
-    BatchSampler,
     MLPEnsemble,
     adamw_step_,
     build_mlp,
@@ -42,6 +41,7 @@ from genlab.ensemble import (
 )
 from genlab.studies.grokking.config import GrokkingConfig, Member
 from genlab.studies.grokking.run import EnsembleStepper, GrokkingMeter, TaskData, schedule
+from genlab.train import BatchSampler
 
 SIZES = [784, 200, 200, 10]
 WEIGHT_DECAYS = [0.3, 0.1, 0.03, 0.01, 0.003, 0.001]

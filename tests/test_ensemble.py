@@ -12,7 +12,6 @@ from torch import nn
 from genlab.data.modular import make_modular_data
 from genlab.ensemble import (
     ADAMW_IMPLS,
-    BatchSampler,
     MLPEnsemble,
     _check_callback_steps,
     adamw_step_,
@@ -22,6 +21,7 @@ from genlab.ensemble import (
     train_ensemble,
 )
 from genlab.errors import CheckpointError, ConfigError
+from genlab.train import BatchSampler
 
 SIZES = [20, 16, 16, 5]
 
@@ -209,15 +209,6 @@ def test_init_scale_per_member():
         assert torch.equal(ens.weights[-1][m], net[-1].weight.detach())
     with pytest.raises(ConfigError, match="init_scale"):
         MLPEnsemble(x, y, sizes=SIZES, seeds=SEEDS, weight_decays=0.0, init_scale=[1.0, 2.0])
-
-
-def test_batch_protocol_drops_partial_batches_and_reshuffles():
-    s = BatchSampler(10, 4, seeds=[7, 8])
-    g = torch.Generator().manual_seed(7)
-    for _epoch in range(3):
-        perm = torch.randperm(10, generator=g)
-        for i in range(2):  # 2 full batches of 4; the last 2 indices are dropped
-            assert torch.equal(s.next()[0], perm[4 * i : 4 * i + 4])
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ import torch
 
 from genlab.runs import RunPaths, execute
 from genlab.studies import STUDIES
-from genlab.train import EndlessSampler, make_scheduler, measurement_steps, mse_onehot
+from genlab.train import BatchSampler, EndlessSampler, make_scheduler, measurement_steps, mse_onehot
 
 
 def test_measurement_steps_schedule():
@@ -66,3 +66,12 @@ def test_label_noise_is_memorized_and_recorded(tmp_path):
 
     noisy = json.loads(RunPaths(tmp_path / "r").noisy_idx.read_text())["noisy_idx"]
     assert len(noisy) == math.ceil(1437 * 0.3)
+
+
+def test_batch_protocol_drops_partial_batches_and_reshuffles():
+    s = BatchSampler(10, 4, seeds=[7, 8])
+    g = torch.Generator().manual_seed(7)
+    for _epoch in range(3):
+        perm = torch.randperm(10, generator=g)
+        for i in range(2):  # 2 full batches of 4; the last 2 indices are dropped
+            assert torch.equal(s.next()[0], perm[4 * i : 4 * i + 4])

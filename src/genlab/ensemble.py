@@ -43,11 +43,11 @@ import torch
 from torch import nn
 
 from genlab.errors import CheckpointError, ConfigError
+from genlab.train import BatchSampler
 
 __all__ = [
     "ADAMW_IMPLS",
     "LOSSES",
-    "BatchSampler",
     "MLPEnsemble",
     "adamw_step_",
     "build_mlp",
@@ -90,52 +90,6 @@ def build_mlp(
 def _check_sizes(sizes: Sequence[int]) -> None:
     if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
         raise ConfigError("sizes", f"need >= 2 positive layer sizes, got {list(sizes)}")
-
-
-class BatchSampler:
-    """Minibatch indices of M members over one training set of n examples (see module doc).
-
-    All members share n and ``batch_size``, so their positions in their own permutations move
-    in lockstep: one ``pos`` serves all. State: each generator's state, the (M, n) current
-    permutations, ``pos`` (n when a new permutation is due).
-    """
-
-    def __init__(self, n: int, batch_size: int, seeds: Sequence[int]):
-        if not 1 <= batch_size <= n:
-            raise ConfigError("batch_size", f"must be in [1, {n}] (or None), got {batch_size}")
-        self.n, self.batch_size = n, batch_size
-        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        self.perms = torch.zeros(len(self.generators), n, dtype=torch.long)
-        self.pos = n  # no permutation drawn yet
-
-    def next(self) -> torch.Tensor:
-        """(M, batch_size) int64 indices of the next batch of every member."""
-        if self.pos + self.batch_size > self.n:  # epoch over (a partial last batch is dropped)
-            for m, g in enumerate(self.generators):
-                self.perms[m] = torch.randperm(self.n, generator=g)
-            self.pos = 0
-        idx = self.perms[:, self.pos : self.pos + self.batch_size]
-        self.pos += self.batch_size
-        return idx
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {
-            "sampler.generator_state": torch.stack([g.get_state() for g in self.generators]),
-            "sampler.perm": self.perms.clone(),
-            "sampler.pos": torch.tensor(self.pos, dtype=torch.long),
-        }
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        gs, perm = state["sampler.generator_state"], state["sampler.perm"]
-        if gs.shape[0] != len(self.generators) or perm.shape != self.perms.shape:
-            raise CheckpointError(
-                f"sampler state for {gs.shape[0]} members x {perm.shape[-1]} examples does not "
-                f"match {len(self.generators)} x {self.n}"
-            )
-        for g, s in zip(self.generators, gs):
-            g.set_state(s.clone())
-        self.perms.copy_(perm)
-        self.pos = int(state["sampler.pos"])
 
 
 def _one_hot(y: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.errors import CheckpointError
+from genlab.errors import CheckpointError, ConfigError
 from genlab.runs import Diverged, Run, save_checkpoint
 
 # --- losses --------------------------------------------------------------------------------
@@ -64,35 +64,75 @@ def measurement_steps(
 # --- batches -------------------------------------------------------------------------------
 
 
+class BatchSampler:
+    """Minibatch indices of M members over one training set of n examples (see module doc).
+
+    All members share n and ``batch_size``, so their positions in their own permutations move
+    in lockstep: one ``pos`` serves all. State: each generator's state, the (M, n) current
+    permutations, ``pos`` (n when a new permutation is due).
+    """
+
+    def __init__(self, n: int, batch_size: int, seeds: Sequence[int]):
+        if not 1 <= batch_size <= n:
+            raise ConfigError("batch_size", f"must be in [1, {n}] (or None), got {batch_size}")
+        self.n, self.batch_size = n, batch_size
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.perms = torch.zeros(len(self.generators), n, dtype=torch.long)
+        self.pos = n  # no permutation drawn yet
+
+    def next(self) -> torch.Tensor:
+        """(M, batch_size) int64 indices of the next batch of every member."""
+        if self.pos + self.batch_size > self.n:  # epoch over (a partial last batch is dropped)
+            for m, g in enumerate(self.generators):
+                self.perms[m] = torch.randperm(self.n, generator=g)
+            self.pos = 0
+        idx = self.perms[:, self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {
+            "sampler.generator_state": torch.stack([g.get_state() for g in self.generators]),
+            "sampler.perm": self.perms.clone(),
+            "sampler.pos": torch.tensor(self.pos, dtype=torch.long),
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        gs, perm = state["sampler.generator_state"], state["sampler.perm"]
+        if gs.shape[0] != len(self.generators) or perm.shape != self.perms.shape:
+            raise CheckpointError(
+                f"sampler state for {gs.shape[0]} members x {perm.shape[-1]} examples does not "
+                f"match {len(self.generators)} x {self.n}"
+            )
+        for g, s in zip(self.generators, gs):
+            g.set_state(s.clone())
+        self.perms.copy_(perm)
+        self.pos = int(state["sampler.pos"])
+
+
 class EndlessSampler:
-    """Batches from an endlessly reshuffled training set: a fresh permutation per epoch from the
-    sampler's own generator; the last partial batch of an epoch is dropped (every batch has the
-    same size). Its state (generator, permutation, position) resumes exactly."""
+    """Batches of (x, y) from an endlessly reshuffled training set: one member's
+    :class:`BatchSampler` (a fresh permutation per epoch from its own generator, the last
+    partial batch dropped); the full batch when ``batch_size`` covers the set. Its state
+    resumes exactly."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int):
         self.x, self.y = x, y
         self.n = y.shape[0]
         self.batch_size = min(batch_size, self.n)
-        self.generator = torch.Generator().manual_seed(seed)
-        self.perm = torch.randperm(self.n, generator=self.generator)
-        self.pos = 0
+        self.indices = BatchSampler(self.n, self.batch_size, [seed])
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.batch_size == self.n:  # full batch: no gather needed
             return self.x, self.y
-        if self.pos + self.batch_size > self.n:
-            self.perm = torch.randperm(self.n, generator=self.generator)
-            self.pos = 0
-        idx = self.perm[self.pos : self.pos + self.batch_size]
-        self.pos += self.batch_size
+        idx = self.indices.next()[0]
         return self.x[idx], self.y[idx]
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "perm": self.perm, "pos": self.pos}
+        return self.indices.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        self.perm, self.pos = state["perm"], int(state["pos"])
+        self.indices.load_state_dict(state)
 
 
 # --- evaluation ----------------------------------------------------------------------------
