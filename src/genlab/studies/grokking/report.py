@@ -244,6 +244,10 @@ OMNIGROK = (
 )
 
 
+def _listed(values) -> str:
+    return ", ".join(str(v) for v in values)
+
+
 def describe(cfg: GrokkingConfig) -> str:
     if cfg.task == "modular":
         task = f"(a {cfg.op} b) mod {cfg.p}, {cfg.train_fraction:.0%} of pairs for training"
@@ -254,7 +258,7 @@ def describe(cfg: GrokkingConfig) -> str:
         model = (
             f"Nanda et al.'s one-layer transformer (d_model {t.d_model}, {t.n_heads} "
             f"heads, d_mlp {t.d_mlp}), AdamW lr {cfg.optim.lr} (linear warm-up over "
-            f"{cfg.optim.warmup_steps} steps), betas {cfg.optim.betas}, weight decay "
+            f"{cfg.optim.warmup_steps} steps), betas {_listed(cfg.optim.betas)}, weight decay "
             f"{cfg.weight_decays[0]}, full batch, cross-entropy in float64"
         )
     else:
@@ -263,8 +267,8 @@ def describe(cfg: GrokkingConfig) -> str:
         model = (
             f"MLP with {cfg.depth} hidden layers of {cfg.width} (ReLU), alpha = "
             f"{cfg.init_scale} ({control}), "
-            f"{cfg.loss} loss, AdamW lr {cfg.optim.lr}, lambda in {cfg.weight_decays}, "
-            f"seeds {cfg.seeds}, batch {cfg.batch_size or 'full'}"
+            f"{cfg.loss} loss, AdamW lr {cfg.optim.lr}, lambda in {{{_listed(cfg.weight_decays)}}}, "
+            f"seeds {{{_listed(cfg.seeds)}}}, batch {cfg.batch_size or 'full'}"
         )
     return f"{count(cfg.steps)} steps on {task}; {model}."
 
