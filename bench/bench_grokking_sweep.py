@@ -35,17 +35,25 @@ from genlab.ensemble import (
     adamw_step_,
     build_mlp,
     count_params,
-    grid,
     matmul_flops_per_step,
     reference_loss,
 )
-from genlab.studies.grokking.config import GrokkingConfig, Member
+from genlab.studies.grokking.config import GrokkingConfig, Member, members_of
 from genlab.studies.grokking.run import EnsembleStepper, GrokkingMeter, TaskData, schedule
 from genlab.train import BatchSampler
 
 SIZES = [784, 200, 200, 10]
 WEIGHT_DECAYS = [0.3, 0.1, 0.03, 0.01, 0.003, 0.001]
 SEEDS = [42, 43, 44, 45, 46]
+# The study's own member list (weight decay outer, seed inner), without the alpha controls.
+SWEEP = [
+    (m.weight_decay, m.seed)
+    for m in members_of(
+        GrokkingConfig(
+            weight_decays=tuple(WEIGHT_DECAYS), seeds=tuple(SEEDS), control_init_scale=None
+        )
+    )
+]
 BATCH, ALPHA, LR = 100, 8.0, 1e-3
 
 
@@ -89,7 +97,7 @@ class Sequential:
     def __init__(self, x, y, adamw: str):
         self.x, self.y = x, y
         self.members = []
-        for wd, seed in zip(*grid(WEIGHT_DECAYS, SEEDS)):
+        for wd, seed in SWEEP:
             model = build_mlp(SIZES, seed=seed, init_scale=ALPHA)
             fused = adamw == "fused"
             opt = torch.optim.AdamW(
@@ -142,7 +150,7 @@ def main() -> None:
 
     flops = m * matmul_flops_per_step(SIZES, BATCH)  # executed matmul FLOPs per sweep step
     nominal = m * 6 * BATCH * count_params(SIZES)  # the 6 * batch * params rule of thumb
-    wds, seeds = grid(WEIGHT_DECAYS, SEEDS)
+    wds, seeds = [wd for wd, _ in SWEEP], [seed for _, seed in SWEEP]
     ens = MLPEnsemble(
         x_train,
         y_train,

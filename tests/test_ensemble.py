@@ -16,7 +16,6 @@ from genlab.ensemble import (
     _check_callback_steps,
     adamw_step_,
     build_mlp,
-    grid,
     reference_loss,
     train_ensemble,
 )
@@ -310,11 +309,6 @@ def test_callback_steps_and_early_stop():
     assert stop.step_count == 65
     with pytest.raises(ConfigError, match="callback_steps"):
         train_ensemble(ens, 100, callback=print, callback_steps=[50, 50])
-
-
-def test_grid_is_weight_decay_outer():
-    wds, seeds = grid([0.3, 0.1], [42, 43, 44])
-    assert wds == [0.3, 0.3, 0.3, 0.1, 0.1, 0.1] and seeds == [42, 43, 44] * 2
 
 
 # The `smoke` preset of the grokking study: a modular-addition MLP that groks in seconds.

@@ -52,7 +52,6 @@ __all__ = [
     "adamw_step_",
     "build_mlp",
     "count_params",
-    "grid",
     "matmul_flops_per_step",
     "reference_loss",
     "train_ensemble",
@@ -197,13 +196,6 @@ def adamw_step_(
 
 # --------------------------------------------------------------------------------------------
 # The batched ensemble
-
-
-def grid(weight_decays: Sequence[float], seeds: Sequence[int]) -> tuple[list[float], list[int]]:
-    """The weight-decay x seed sweep as two aligned member lists (weight decay outer)."""
-    wds = [float(w) for w in weight_decays for _ in seeds]
-    ss = [int(s) for _ in weight_decays for s in seeds]
-    return wds, ss
 
 
 class MLPEnsemble:

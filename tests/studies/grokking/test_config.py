@@ -62,3 +62,10 @@ def test_a_field_that_does_not_apply_is_rejected_not_ignored(preset, args, field
 
     assert main(["run", "grokking", "--preset", preset, *args, "--check"]) == 2
     assert f"error: {field}: " in capsys.readouterr().err
+
+
+def test_members_are_weight_decay_outer_seed_inner_then_controls():
+    cfg = GrokkingConfig(weight_decays=(0.3, 0.1), seeds=(42, 43, 44), control_init_scale=1.0)
+    got = [(m.alpha, m.weight_decay, m.seed) for m in members_of(cfg)]
+    main = [(8.0, w, s) for w in (0.3, 0.1) for s in (42, 43, 44)]
+    assert got == main + [(1.0, 0.3, 42), (1.0, 0.1, 42)]  # one control per lambda, first seed
