@@ -36,8 +36,8 @@ from genlab.ensemble import (
     build_mlp,
     count_params,
     matmul_flops_per_step,
-    reference_loss,
 )
+from genlab.losses import LOSSES
 from genlab.studies.grokking.config import GrokkingConfig, Member, members_of
 from genlab.studies.grokking.run import EnsembleStepper, GrokkingMeter, TaskData, schedule
 from genlab.train import BatchSampler
@@ -115,7 +115,7 @@ class Sequential:
             for _ in range(steps):
                 idx = sampler.next()[0]
                 opt.zero_grad(set_to_none=True)
-                reference_loss(model(self.x[idx]), self.y[idx], "mse_sum").backward()
+                LOSSES["mse_sum"](model(self.x[idx]), self.y[idx]).backward()
                 opt.step()
 
 

@@ -15,9 +15,9 @@ import time
 
 import torch
 
+from genlab.losses import LOSSES
 from genlab.models import build_model
 from genlab.train import (
-    LOSSES,
     Callback,
     EndlessSampler,
     SupervisedStepper,

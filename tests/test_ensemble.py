@@ -16,10 +16,10 @@ from genlab.ensemble import (
     _check_callback_steps,
     adamw_step_,
     build_mlp,
-    reference_loss,
     train_ensemble,
 )
 from genlab.errors import CheckpointError, ConfigError
+from genlab.losses import LOSSES
 from genlab.train import BatchSampler
 
 SIZES = [20, 16, 16, 5]
@@ -76,7 +76,7 @@ def train_mlp_reference(
             idx = sampler.next()[0]
             xb, yb = x_all[idx], y_all[idx]
         opt.zero_grad(set_to_none=True)
-        reference_loss(model(xb), yb, loss).backward()
+        LOSSES[loss](model(xb), yb).backward()
         opt.step()
         if callback is not None and step in targets:
             callback(model, step)

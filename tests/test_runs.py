@@ -130,7 +130,7 @@ def test_resume_with_every_checkpoint_damaged_is_an_error(tmp_path):
 
 def test_nan_loss_marks_run_diverged_with_the_step(tmp_path):
     cfg = small(optim=OptimConfig(name="sgd", lr=1e4, momentum=0.0))
-    cfg.loss = "mse"
+    cfg.loss = "mse_sum"
     summary = execute(CLASSIFY, cfg, tmp_path / "r", quiet=True)
     assert summary["status"] == "diverged" and summary["step"] >= 1
     saved = json.loads((tmp_path / "r/summary.json").read_text())

@@ -4,7 +4,7 @@ import torch
 
 from genlab.runs import RunPaths, execute
 from genlab.studies import STUDIES
-from genlab.train import BatchSampler, EndlessSampler, make_scheduler, measurement_steps, mse_onehot
+from genlab.train import BatchSampler, EndlessSampler, make_scheduler, measurement_steps
 
 
 def test_measurement_steps_schedule():
@@ -25,13 +25,6 @@ def test_sampler_covers_each_epoch_and_resumes_exactly():
     s2 = EndlessSampler(x, y, batch_size=3, seed=99)
     s2.load_state_dict(state)
     assert all(torch.equal(a, s2.next()[1]) for a in ahead)
-
-
-def test_mse_onehot_is_summed_over_outputs_and_averaged_over_batch():
-    logits = torch.tensor([[0.5, 2.0, -1.0], [0.0, 0.0, 3.0]])
-    y = torch.tensor([1, 0])
-    by_hand = ((0.5**2 + 1.0**2 + 1.0**2) + (1.0**2 + 0 + 3.0**2)) / 2
-    assert math.isclose(float(mse_onehot(logits, y)), by_hand)
 
 
 def test_cosine_and_step_schedules():

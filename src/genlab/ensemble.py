@@ -43,21 +43,19 @@ import torch
 from torch import nn
 
 from genlab.errors import CheckpointError, ConfigError
+from genlab.losses import LOSSES, cross_entropy, squared_error
 from genlab.train import BatchSampler
 
 __all__ = [
     "ADAMW_IMPLS",
-    "LOSSES",
     "MLPEnsemble",
     "adamw_step_",
     "build_mlp",
     "count_params",
     "matmul_flops_per_step",
-    "reference_loss",
     "train_ensemble",
 ]
 
-LOSSES = ("mse_sum", "ce")
 ADAMW_IMPLS = ("fused", "single_tensor")
 
 
@@ -93,15 +91,6 @@ def _check_sizes(sizes: Sequence[int]) -> None:
 
 def _one_hot(y: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
     return torch.nn.functional.one_hot(y, k).to(dtype)
-
-
-def reference_loss(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-    """The loss of the sequential reference (autograd-able), logits (B, K), y (B,) int64."""
-    if loss == "mse_sum":
-        return (logits - _one_hot(y, logits.shape[-1], logits.dtype)).pow(2).sum(-1).mean()
-    if loss == "ce":
-        return torch.nn.functional.cross_entropy(logits, y)
-    raise ConfigError("loss", f"unknown loss {loss!r}; choose from {list(LOSSES)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,9 +361,8 @@ class MLPEnsemble:
 
     def _loss_values(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.loss == "mse_sum":
-            return (logits - _one_hot(y, self.num_classes, logits.dtype)).pow(2).sum(-1).mean(-1)
-        logp = logits.log_softmax(-1)
-        return -logp.gather(-1, y.expand(logits.shape[0], -1).unsqueeze(-1)).squeeze(-1).mean(-1)
+            return squared_error(logits, y)
+        return cross_entropy(logits, y)
 
     # ---- one training step ---------------------------------------------------------------------
 

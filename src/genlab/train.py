@@ -13,26 +13,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from genlab.errors import CheckpointError, ConfigError
 from genlab.runs import Diverged, Run, save_checkpoint
-
-# --- losses --------------------------------------------------------------------------------
-
-
-def mse_onehot(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Squared error against one-hot targets, summed over outputs, averaged over the batch."""
-    target = F.one_hot(y, logits.shape[-1]).to(logits.dtype)
-    return (logits - target).pow(2).sum(-1).mean()
-
-
-LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "ce": F.cross_entropy,
-    "mse": mse_onehot,
-}
-
 
 # --- schedules -----------------------------------------------------------------------------
 

@@ -37,6 +37,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from genlab.losses import cross_entropy
+
 
 @dataclass
 class ModularTransformerConfig:
@@ -179,8 +181,7 @@ class ModularTransformer(nn.Module):
 
 def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy computed in float64 (Nanda: cast the logits before log_softmax)."""
-    logp = logits.to(torch.float64).log_softmax(dim=-1)
-    return -logp.gather(-1, labels[:, None]).mean()
+    return cross_entropy(logits, labels, torch.float64)
 
 
 def make_optimizer(

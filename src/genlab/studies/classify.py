@@ -16,6 +16,7 @@ from genlab.config import (
 )
 from genlab.data import Dataset, check_options, load_dataset
 from genlab.errors import ConfigError
+from genlab.losses import LOSSES
 from genlab.models import build_model, weight_norm
 from genlab.report import count, figure_md, pct, pyplot, save_figure, sig, table, write_report
 from genlab.runs import (
@@ -28,7 +29,6 @@ from genlab.runs import (
 )
 from genlab.studies.base import Study
 from genlab.train import (
-    LOSSES,
     Callback,
     EndlessSampler,
     SupervisedStepper,
@@ -57,8 +57,8 @@ class ClassifyConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    loss: Literal["ce", "mse"] = "ce"
-    """ce: cross-entropy; mse: squared error on one-hot targets, summed over outputs."""
+    loss: Literal["ce", "mse_sum"] = "ce"
+    """ce: cross-entropy; mse_sum: squared error on one-hot targets, summed over outputs."""
     steps: int = 600
     batch_size: int = 64
     seed: int = 0

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from genlab.data import load_dataset
 from genlab.data.modular import make_modular_data
 from genlab.ensemble import MLPEnsemble
+from genlab.losses import cross_entropy, squared_error
 from genlab.measures import (
     collapse_and_bound,
     mutual_information_compressed,
@@ -152,12 +153,10 @@ def make_stepper(cfg: GrokkingConfig, data: TaskData, members: list[Member]):
 
 
 def member_losses(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-    """Per-member mean loss of logits (M, N, K)."""
+    """Per-member mean loss of logits (M, N, K); cross-entropy in float64 for the log."""
     if loss == "mse_sum":
-        target = F.one_hot(y, logits.shape[-1]).to(logits.dtype)
-        return (logits - target).pow(2).sum(-1).mean(-1)
-    logp = logits.double().log_softmax(-1)
-    return -logp.gather(-1, y.expand(logits.shape[0], -1)[..., None]).squeeze(-1).mean(-1)
+        return squared_error(logits, y)
+    return cross_entropy(logits, y, torch.float64)
 
 
 def nc_fields(nc) -> dict:
