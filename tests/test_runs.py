@@ -260,6 +260,20 @@ def test_a_second_process_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_p
     assert main(["run", "classify", "--steps", "20", "--quiet", "--out", str(root)]) == 0
     assert f"taking over the lock of process {holder.pid}" in capsys.readouterr().err
     assert not RunPaths(root).lock.exists()
+    # Also in a folder that already holds a run, the holder is named (not "pass --resume").
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(RunPaths(root).lock)], stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout.readline().strip() == b"locked"
+        assert main(["run", "classify", "--steps", "20", "--quiet", "--out", str(root)]) == 2
+        assert f"being written by process {holder.pid}" in one_error_line(capsys)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["run", "classify", "--steps", "20", "--quiet", "--out", str(root)]) == 2
+    err = capsys.readouterr().err  # the lock is taken over (a warning), then the run refused
+    assert "taking over the lock" in err and "already holds a finished run" in err
 
 
 # --- hard kills at any point, then --resume ------------------------------------------------

@@ -24,4 +24,18 @@ def _flush_denormals() -> None:
     torch.set_flush_denormal(True)
 
 
+def _fix_thread_count() -> None:
+    """Pin the intra-op thread count, which also turns off MKL's dynamic threading.
+
+    Left dynamic (MKL's default until ``torch.set_num_threads`` is first called), MKL picks its
+    thread count per call from the machine's load, and a threaded LAPACK solve then sums in
+    another order: nHSIC(Z;X) of one grokking run differed at 1e-8 between two processes, which
+    breaks the bit-for-bit equality of a resumed run (a new process) with an uninterrupted one.
+    """
+    import torch
+
+    torch.set_num_threads(torch.get_num_threads())
+
+
 _flush_denormals()
+_fix_thread_count()

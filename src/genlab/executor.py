@@ -16,9 +16,10 @@ yourself before ``map_tasks``: an initialized Ray is used as it is).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Literal, TypeVar
 
@@ -42,14 +43,26 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _call_with_threads(fn: Callable[[T], R], task: T, threads: int | None) -> R:
-    """``fn(task)`` with ``threads`` intra-op threads, restored afterwards (local and Ray)."""
+@contextlib.contextmanager
+def num_threads(k: int | None) -> Iterator[None]:
+    """Temporarily ``torch.set_num_threads(k)`` (no-op for None). For loops of tiny ops, where
+    intra-op threads only cost synchronisation, and for results that must not depend on the
+    thread count (a reduction split over threads sums in another order)."""
+    if k is None:
+        yield
+        return
     old = torch.get_num_threads()
-    _set_threads(threads)
+    torch.set_num_threads(k)
     try:
-        return fn(task)
+        yield
     finally:
         torch.set_num_threads(old)
+
+
+def _call_with_threads(fn: Callable[[T], R], task: T, threads: int | None) -> R:
+    """``fn(task)`` with ``threads`` intra-op threads, restored afterwards (local and Ray)."""
+    with num_threads(threads):
+        return fn(task)
 
 
 def map_tasks(

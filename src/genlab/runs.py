@@ -671,24 +671,12 @@ def _execute(study, config, paths: RunPaths, resume, force, quiet, extra_callbac
             f"{root}: {kind} (no env.json naming a study); genlab writes only into a new or "
             "empty folder or its own run folder, and --force never deletes anything else"
         )
-    if state == "run" and not force:
-        done = paths.summary.exists()
-        if not resume:
-            raise RunExists(
-                f"{root} already holds a {'finished' if done else 'unfinished'} run: "
-                f"pass --force to overwrite it{'' if done else ' or --resume to continue it'}"
-            )
-        if done and read_json(paths.summary).get("status") == "complete":
-            raise RunExists(f"{root} is already complete: pass --force to run it again")
-        if run_folder_study(root) != study.name:
-            raise RunExists(f"{root} holds a {run_folder_study(root)} run, not {study.name}")
-    config_json = to_jsonable(config)
-    if state == "run" and resume and not force and paths.config.exists():
-        if read_json(paths.config) != config_json:
-            raise ConfigError("config", f"differs from the one in {paths.config}; cannot resume")
+    # Take the lock before judging the folder: a run another process is writing is reported
+    # as such (with its pid), not as an unfinished run to resume or overwrite.
     root.mkdir(parents=True, exist_ok=True)
     lock = RunLock(paths.lock).acquire()
     try:
+        _check_replace_or_resume(study, config, paths, state, resume, force)
         aside = None
         if state == "run" and force:
             aside = root.with_name(ASIDE.format(name=root.name, pid=os.getpid()))
@@ -701,7 +689,7 @@ def _execute(study, config, paths: RunPaths, resume, force, quiet, extra_callbac
         atomic_write_json(
             paths.env, {"study": study.name, **env_info(getattr(config, "seed", None))}
         )
-        atomic_write_json(paths.config, config_json)
+        atomic_write_json(paths.config, to_jsonable(config))
         if aside is not None:
             shutil.rmtree(aside)
         paths.summary.unlink(missing_ok=True)
@@ -710,6 +698,26 @@ def _execute(study, config, paths: RunPaths, resume, force, quiet, extra_callbac
         return _run_and_summarize(study, config, run)
     finally:
         lock.release()
+
+
+def _check_replace_or_resume(study, config, paths: RunPaths, state, resume, force) -> None:
+    """Refuse what would lose or mix results: a finished run without --force, an unfinished one
+    without --resume or --force, another study's run, a different config on resume."""
+    root = paths.root
+    if state != "run" or force:
+        return
+    done = paths.summary.exists()
+    if not resume:
+        raise RunExists(
+            f"{root} already holds a {'finished' if done else 'unfinished'} run: "
+            f"pass --force to overwrite it{'' if done else ' or --resume to continue it'}"
+        )
+    if done and read_json(paths.summary).get("status") == "complete":
+        raise RunExists(f"{root} is already complete: pass --force to run it again")
+    if run_folder_study(root) != study.name:
+        raise RunExists(f"{root} holds a {run_folder_study(root)} run, not {study.name}")
+    if paths.config.exists() and read_json(paths.config) != to_jsonable(config):
+        raise ConfigError("config", f"differs from the one in {paths.config}; cannot resume")
 
 
 def _run_and_summarize(study, config, run: Run) -> dict:

@@ -51,9 +51,8 @@ Shapes: B cells, n train / N test samples, T tokens, d features, m = n T, L logg
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -62,27 +61,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.data.tokens import TokenData, make_generator
+from genlab.executor import num_threads
 
 #: Token classes reported by the attention trackers, in this order (last = per-token mean).
 TOKEN_CLASSES = ("relevant", "weak_same", "weak_opposite", "irrelevant")
 
 WInit = Literal["kaiming", "identity"]
 Method = Literal["auto", "gram", "dense"]
-
-
-@contextlib.contextmanager
-def num_threads(k: int | None) -> Iterator[None]:
-    """Temporarily ``torch.set_num_threads(k)`` (no-op for None). The GD loops are made of tiny
-    ops, for which intra-op threads only cost synchronisation (badly so on a busy machine)."""
-    if k is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(k)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 # --------------------------------------------------------------------------------------------

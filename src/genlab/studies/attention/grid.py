@@ -41,12 +41,11 @@ import torch
 
 from genlab.data.tokens import draw_token_noise, signal_coefficients
 from genlab.errors import ConfigError
-from genlab.executor import Executor, map_tasks
+from genlab.executor import Executor, map_tasks, num_threads
 from genlab.models.token_attention import (
     class_attention,
     gram_descent,
     init_w0,
-    num_threads,
     readout,
 )
 

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 
 from genlab.data.tokens import make_token_data, snr
+from genlab.executor import num_threads
 from genlab.models.token_attention import (
     TrainHistory,
-    num_threads,
     train_token_attention,
     train_transformer,
 )
