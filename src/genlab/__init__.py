@@ -5,6 +5,15 @@ import os
 # Never touch the network at run time: set before transformers/huggingface_hub is imported.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# MKL's conditional numerical reproducibility (CNR): without it MKL may pick another code path
+# or work split from one process to the next, and a LAPACK solve then rounds differently. One
+# grokking smoke run's nHSIC(Z;X) at step 0 came out 3.3813155429 in one process and
+# 3.3813154804 in another on the CI machine (the kernel solve is ill-conditioned, so the last
+# bits grow to 1e-8), which broke "a resumed run equals an uninterrupted one". AUTO keeps the
+# fastest code path for the CPU (same speed and, on our Intel machines, the same bits as
+# before); MKL reads the variable at its first call, so this works as long as genlab is imported
+# before torch first multiplies a matrix. A user's own MKL_CBWR wins.
+os.environ.setdefault("MKL_CBWR", "AUTO")
 
 __version__ = "0.1.0"
 
