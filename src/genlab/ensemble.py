@@ -10,7 +10,7 @@ Everything a member sees is exactly what the sequential reference (``train_mlp_r
 the tests)
 (``nn.Sequential`` + ``torch.optim.AdamW``) sees for the same seed:
 
-- **Init**: :func:`build_mlp` under ``torch.manual_seed(seed)`` -- default ``nn.Linear`` init in
+- **Init**: :func:`genlab.models.mlp.build_mlp` under ``torch.manual_seed(seed)`` -- default ``nn.Linear`` init in
   float32 (layer by layer, weight then bias), every parameter then multiplied by ``init_scale``
   (alpha), then cast to ``dtype``. This equals ``genlab.models.build_model("mlp", ...,
   init_scale=alpha, seed=seed)`` for the same layer sizes (same draws in the same order).
@@ -44,13 +44,13 @@ from torch import nn
 
 from genlab.errors import CheckpointError, ConfigError
 from genlab.losses import LOSSES, cross_entropy, squared_error
+from genlab.models.mlp import build_mlp, check_sizes
 from genlab.train import BatchSampler
 
 __all__ = [
     "ADAMW_IMPLS",
     "MLPEnsemble",
     "adamw_step_",
-    "build_mlp",
     "count_params",
     "matmul_flops_per_step",
     "train_ensemble",
@@ -61,32 +61,6 @@ ADAMW_IMPLS = ("fused", "single_tensor")
 
 # --------------------------------------------------------------------------------------------
 # Shared definitions: the MLP, the batch protocol, the loss
-
-
-def build_mlp(
-    sizes: Sequence[int], *, seed: int, init_scale: float = 1.0, dtype: torch.dtype = torch.float32
-) -> nn.Sequential:
-    """Linear(sizes[0], sizes[1]), ReLU, ..., Linear(sizes[-2], sizes[-1]) with ``nn.Linear``'s
-    default init drawn in float32 under ``torch.manual_seed(seed)`` (the global RNG state is
-    restored afterwards), every parameter multiplied by ``init_scale``, then cast to ``dtype``."""
-    _check_sizes(sizes)
-    layers: list[nn.Module] = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(nn.Linear(d_in, d_out))
-            if i < len(sizes) - 2:
-                layers.append(nn.ReLU())
-    model = nn.Sequential(*layers)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(init_scale)
-    return model.to(dtype)
-
-
-def _check_sizes(sizes: Sequence[int]) -> None:
-    if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
-        raise ConfigError("sizes", f"need >= 2 positive layer sizes, got {list(sizes)}")
 
 
 def _one_hot(y: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
@@ -218,7 +192,7 @@ class MLPEnsemble:
         dtype: torch.dtype = torch.float32,
         adamw: str = "fused",
     ):
-        _check_sizes(sizes)
+        check_sizes(sizes)
         self.sizes = [int(s) for s in sizes]
         self.seeds = [int(s) for s in seeds]
         m = len(self.seeds)

@@ -62,6 +62,7 @@ from torch import nn
 
 from genlab.data.tokens import TokenData, make_generator
 from genlab.executor import num_threads
+from genlab.train import measurement_steps
 
 #: Token classes reported by the attention trackers, in this order (last = per-token mean).
 TOKEN_CLASSES = ("relevant", "weak_same", "weak_opposite", "irrelevant")
@@ -310,10 +311,8 @@ def log_schedule(steps: int, log_every: int | None = 10, log_steps=None) -> list
     """Sorted logged steps in [0, steps]: every ``log_every`` steps plus 0 and ``steps``, or the
     explicit ``log_steps`` (0 and ``steps`` always added)."""
     if log_steps is not None:
-        chosen = {int(t) for t in log_steps if 0 <= int(t) <= steps}
-    else:
-        chosen = set(range(0, steps + 1, max(1, int(log_every or steps or 1))))
-    return sorted(chosen | {0, steps})
+        return sorted({int(t) for t in log_steps if 0 <= int(t) <= steps} | {0, steps})
+    return measurement_steps(steps, every=max(1, int(log_every or steps or 1)))
 
 
 # --------------------------------------------------------------------------------------------

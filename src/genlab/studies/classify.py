@@ -119,7 +119,7 @@ class ClassificationMeter:
         ds, model, step = self.ds, loop.model, loop.step
         train = evaluate(model, ds.x_train, ds.y_train, self.loss_fn)
         test = evaluate(model, ds.x_test, ds.y_test, self.loss_fn)
-        self.run.log(step, "train", **train, weight_norm=weight_norm(model))
+        self.run.log(step, "train", **train, weight_norm=float(weight_norm(model.parameters())))
         self.run.log(step, "test", **test)
         if len(ds.noisy_idx):
             idx = ds.noisy_idx

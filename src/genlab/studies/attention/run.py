@@ -36,7 +36,7 @@ from genlab.studies.attention.grid import (
 from genlab.studies.attention.real import (
     run_real,
 )
-from genlab.train import progress_bar
+from genlab.train import measurement_steps, progress_bar
 
 # --- shared helpers ------------------------------------------------------------------------
 
@@ -169,8 +169,8 @@ def load_grid(paths: RunPaths) -> tuple[GridResult, np.ndarray, dict]:
 
 
 def delayed_schedule(steps: int, log_points: int) -> list[int]:
-    geo = np.unique(np.geomspace(1, steps, log_points).round().astype(int)).tolist()
-    return sorted(set(geo) | set(range(0, min(steps, 100) + 1, 10)) | {0, steps})
+    """Log-spaced points plus every 10th step up to 100 (the rise happens early)."""
+    return measurement_steps(steps, log_points=log_points, dense_until=((101, 10),))
 
 
 def run_delayed(cfg: AttentionConfig, run: Run) -> None:

@@ -21,6 +21,7 @@ from genlab.measures import (
     normalized_grams,
     trace_products,
 )
+from genlab.models import weight_norm
 from genlab.models.modular_transformer import (
     ModularTransformer,
     ModularTransformerConfig,
@@ -94,12 +95,7 @@ class EnsembleStepper:
         return self.ensemble.weights[-1], self.ensemble.biases[-1]
 
     def weight_norms(self) -> torch.Tensor:
-        # Accumulated in float64 without a float64 copy of the weights.
-        norms = [
-            torch.linalg.vector_norm(p.flatten(1), dim=1, dtype=torch.float64)
-            for p in self.ensemble.params
-        ]
-        return torch.stack(norms).square().sum(0).sqrt()
+        return weight_norm(self.ensemble.params, stacked=True)
 
 
 class TransformerStepper(SupervisedStepper):
@@ -115,12 +111,7 @@ class TransformerStepper(SupervisedStepper):
         return w[None], torch.zeros(1, w.shape[0])
 
     def weight_norms(self) -> torch.Tensor:
-        with torch.no_grad():
-            return (
-                torch.stack([p.double().pow(2).sum() for p in self.model.parameters()])
-                .sum()[None]
-                .sqrt()
-            )
+        return weight_norm(self.model.parameters())[None]
 
 
 def make_stepper(cfg: GrokkingConfig, data: TaskData, members: list[Member]):
@@ -308,7 +299,7 @@ def schedule(cfg: GrokkingConfig) -> tuple[list[int], set[int]]:
     )
     mi = set()
     if cfg.mi_points:
-        targets = np.unique(np.geomspace(1, cfg.steps, cfg.mi_points).round().astype(int))
+        targets = measurement_steps(cfg.steps, log_points=cfg.mi_points)
         arr = np.array(steps)
         mi = {int(arr[np.abs(arr - t).argmin()]) for t in targets} | {0}
     return steps, mi
