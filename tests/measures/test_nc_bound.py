@@ -14,7 +14,7 @@ def reference(h: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray) -> dic
     n, _ = h.shape
     k = w.shape[0]
     scale = max(math.sqrt(sum(v * v for v in h[i])) for i in range(n))
-    bound = bound_trace = 0.0
+    bound = bound_trace = bound_stated = 0.0
     per_class = [math.nan] * k
     for c in range(k):
         members = [h[i] / scale for i in range(n) if y[i] == c]
@@ -23,7 +23,7 @@ def reference(h: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray) -> dic
         p_c = len(members) / n
         mean = sum(members) / len(members)
         total_var = sum(float(np.dot(v - mean, v - mean)) for v in members) / len(members)
-        row = row_trace = 0.0
+        row = row_trace = row_stated = 0.0
         for j in range(k):
             if j == c:
                 continue
@@ -34,16 +34,20 @@ def reference(h: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray) -> dic
                 scale * math.sqrt(float(np.dot(diff, diff)))
             )
             s2 = sum((p - sum(proj) / len(proj)) ** 2 for p in proj) / len(proj)
+            m0 = sum(proj) / len(proj)  # the stated form's margin: no bias
+            row_stated += 1.0 / (1.0 + m0 * m0 / total_var) if m0 > 0 else 1.0
             m = max(0.0, m)
             row += 1.0 / (1.0 + m * m / s2) if m > 0 else 1.0
             row_trace += 1.0 / (1.0 + m * m / total_var) if m > 0 else 1.0
         per_class[c] = row
         bound += p_c * row
         bound_trace += p_c * row_trace
+        bound_stated += p_c * row_stated
     errors = sum(int(np.argmax(w @ h[i] + b) != y[i]) for i in range(n))
     return dict(
         bound=bound,
         bound_trace=bound_trace,
+        bound_stated=bound_stated,
         per_class=per_class,
         test_error=errors / n,
         scale=scale,
@@ -107,6 +111,8 @@ def test_matches_bruteforce_loop():
     assert r.bound == pytest.approx(ref["bound"], rel=0, abs=atol)
     # bound_trace's variances are >= the projected ones: the same atol covers it.
     assert r.bound_trace == pytest.approx(ref["bound_trace"], rel=0, abs=atol)
+    assert r.bound_stated == pytest.approx(ref["bound_stated"], rel=0, abs=atol)
+    assert r.bound_stated != pytest.approx(r.bound_trace, abs=1e-3)  # the bias matters here
     assert r.test_error == pytest.approx(ref["test_error"], abs=0)
     # Two ways of summing d = 10 squares ((d - 1) eps each), halved by the square root.
     assert r.scale == pytest.approx(ref["scale"], rel=(h.shape[1] + 2) * EPS64, abs=0)

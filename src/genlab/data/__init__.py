@@ -24,7 +24,7 @@ from genlab.data.images import (
 from genlab.data.noise import NOISE_KINDS, apply_label_noise
 from genlab.errors import ConfigError
 
-__all__ = ["DATASETS", "Dataset", "cache_dir", "load_dataset", "NOISE_KINDS"]
+__all__ = ["DATASETS", "Dataset", "STANDARD_MEAN_STD", "cache_dir", "load_dataset", "NOISE_KINDS"]
 
 DATASETS: dict[str, Callable[[], tuple[np.ndarray, ...]]] = {
     "digits": load_digits_arrays,
@@ -33,6 +33,13 @@ DATASETS: dict[str, Callable[[], tuple[np.ndarray, ...]]] = {
     "fashion-mnist": load_fashion_arrays,
     "mnist1d": load_mnist1d_arrays,
 }
+
+STANDARD_MEAN_STD: dict[str, tuple[float, float]] = {
+    "mnist": (0.1307, 0.3081),
+    "fashion-mnist": (0.2860, 0.3530),
+}
+"""The per-pixel mean and std that torchvision's examples (and most papers' code) normalize
+these datasets with, computed over the full 60k training images with pixels in [0, 1]."""
 
 
 def cache_dir() -> Path:
@@ -80,13 +87,17 @@ def load_dataset(
     label_noise: float = 0.0,
     noise_kind: str = "uniform",
     noise_seed: int = 0,
+    mean_std: tuple[float, float] | None = None,
 ) -> Dataset:
     """Load ``name``; take the first ``train_size`` training examples; add label noise.
 
     ``normalize`` standardizes inputs with the training split's scalar mean and std (computed
-    after the ``train_size`` cut, so test data never informs it). Label noise touches the
-    training labels only; the changed indices are in ``noisy_idx``.
+    after the ``train_size`` cut, so test data never informs it); ``mean_std`` instead uses
+    fixed constants, e.g. ``STANDARD_MEAN_STD[name]``: (x - mean) / std on both splits. Label
+    noise touches the training labels only; the changed indices are in ``noisy_idx``.
     """
+    if normalize and mean_std is not None:
+        raise ConfigError("data.normalize", "give normalize or mean_std, not both")
     check_options(name, train_size, label_noise, noise_kind)
     x_tr, y_tr, x_te, y_te = _cached_arrays(name)
     num_classes = int(max(y_tr.max(), y_te.max())) + 1
@@ -100,7 +111,9 @@ def load_dataset(
         input_shape=tuple(x_tr.shape[1:]),
     ).with_train_size(train_size)
     if normalize:
-        mean, std = ds.x_train.mean(), ds.x_train.std().clamp_min(1e-8)
+        mean_std = float(ds.x_train.mean()), float(ds.x_train.std().clamp_min(1e-8))
+    if mean_std is not None:
+        mean, std = mean_std
         ds.x_train = (ds.x_train - mean) / std
         ds.x_test = (ds.x_test - mean) / std
     if label_noise > 0:

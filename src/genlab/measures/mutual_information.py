@@ -100,7 +100,8 @@ def _entropy(x: np.ndarray, k: int) -> float:
     return knn_entropy(white, k) + half_logdet
 
 
-def _pca(x: np.ndarray, dim: int, seed: int) -> np.ndarray:
+def pca(x: np.ndarray, dim: int, seed: int) -> np.ndarray:
+    """The first ``dim`` principal components of rows x (N, D); x itself when D <= dim."""
     if x.shape[1] <= dim:
         return x
     # Imported here: scikit-learn adds seconds to `import genlab.measures` for this one use.
@@ -173,12 +174,12 @@ def mutual_information_compressed(
     if zs.shape[0] != n:
         raise ValueError(f"x and z need the same number of samples, got {n} and {zs.shape[0]}")
     if x_compressor == "pca":
-        xc = _pca(xs, x_dim, seed)
+        xc = pca(xs, x_dim, seed)
     elif x_compressor == "autoencoder":
         xc = _autoencoder(xs, x_dim, seed)
     else:
         raise ValueError(f"x_compressor must be 'pca' or 'autoencoder', got {x_compressor!r}")
-    zc = _pca(zs, z_dim, seed)
+    zc = pca(zs, z_dim, seed)
     xw, _ = _whiten(xc)
     zw, _ = _whiten(zc)
 

@@ -24,9 +24,12 @@ offset is divided by S too. Then m_ck and s_ck scale by the same 1/S and the bou
 depend on S at all; the rescaling only sets the units of the reported margins and variances
 (the paper's normalisation, features in the unit ball).
 
-Everything is estimated on the given (test) sample, and since Cantelli's inequality holds
-for any distribution, in particular the empirical one, ``bound >= test_error`` always holds
-for the sample it is computed on (exactly, up to rounding).
+The paper's statement (``bound_stated``) has no bias term and the total within-class
+variance; ``bound`` is a tighter variant for a classifier with a bias. Everything is
+estimated on the given sample. On the sample whose error it bounds, ``bound >= error`` holds
+by construction (Cantelli's inequality holds for the empirical distribution too): computed
+on test features it is no prediction. Computed from training features it predicts the test
+error from training statistics only, the theorem's use through the training-set RNC1.
 """
 
 from __future__ import annotations
@@ -44,10 +47,13 @@ __all__ = ["GeneralizationBound", "generalization_bound"]
 class GeneralizationBound:
     """Theorem 3.2 bound and the measured error of the same classifier.
 
-    bound:        sum_c p(c) per_class[c]
-    bound_trace:  the same with the total within-class variance E[||h~ - E[h~|c]||^2 | c]
-                  in place of s_ck^2 (looser, >= bound; the form stated with the population
-                  within-class variance)
+    bound_stated: Theorem 3.2 as the paper states it: margin <E[h~|c], u_ck> (no bias term)
+                  over the total within-class variance E[||h~ - E[h~|c]||^2 | c]. It bounds the
+                  error of the bias-free classifier argmax W h; with a bias it is a prediction,
+                  not a guarantee, for the classifier actually used
+    bound:        the tighter variant: margin with the bias offset m_ck over the variance
+                  along u_ck, s_ck^2; sum_c p(c) per_class[c]
+    bound_trace:  the variant's margin over the total within-class variance (>= bound)
     test_error:   fraction of samples with argmax(W h + b) != y
     per_class:    (K,) sum_{k != c} of the pairwise terms; nan for classes with no sample
     pairwise:     (K, K) terms (1 + max(0, m_ck)^2 / s_ck^2)^-1, zero diagonal
@@ -59,6 +65,7 @@ class GeneralizationBound:
 
     bound: float
     bound_trace: float
+    bound_stated: float
     test_error: float
     per_class: torch.Tensor
     pairwise: torch.Tensor
@@ -154,6 +161,11 @@ def bound_from_statistics(
     nan = torch.full((k, k), float("nan"), dtype=f64, device=device)
     pairwise = torch.where(ok, _cantelli(margin, var), constant)
     pairwise_trace = torch.where(ok, _cantelli(margin, total_var), constant)
+    # The stated form: no bias, so a pair with w_c = w_k has margin 0 and term 1.
+    margin_stated = gap_mean / unit
+    pairwise_stated = torch.where(ok, _cantelli(margin_stated, total_var), torch.ones_like(var))
+    pairwise_stated = torch.where(present, pairwise_stated, nan)
+    pairwise_stated.diagonal()[counts > 0] = 0.0
     pairwise = torch.where(present, pairwise, nan)
     pairwise_trace = torch.where(present, pairwise_trace, nan)
     pairwise.diagonal()[counts > 0] = 0.0
@@ -165,9 +177,11 @@ def bound_from_statistics(
     present = counts > 0
     bound = float((priors[present] * per_class[present]).sum())
     bound_trace = float((priors[present] * pairwise_trace[present].sum(1)).sum())
+    bound_stated = float((priors[present] * pairwise_stated[present].sum(1)).sum())
     return GeneralizationBound(
         bound=bound,
         bound_trace=bound_trace,
+        bound_stated=bound_stated,
         test_error=test_error,
         per_class=per_class,
         pairwise=pairwise,

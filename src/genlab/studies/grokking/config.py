@@ -31,6 +31,9 @@ class GrokkingConfig:
     """transformer: Nanda et al.'s one-layer transformer (modular task only)."""
     train_size: int = 1000
     """Image tasks: the first N training examples."""
+    input_normalization: Literal["standard", "none"] = "standard"
+    """Image tasks: standard: (x - mean) / std with the dataset's customary constants
+    (MNIST 0.1307 / 0.3081, as the authors' code); none: raw pixels in [0, 1]."""
     p: int = 59
     """Modular task: the modulus."""
     op: Literal["+", "-", "*", "/"] = "+"
@@ -45,6 +48,11 @@ class GrokkingConfig:
     """Adds one control member per weight decay (first seed) with this alpha; None: none."""
     loss: Literal["mse_sum", "ce"] = "mse_sum"
     """mse_sum: squared error on one-hot targets summed over outputs; ce: cross-entropy."""
+    batch_reduction: Literal["mean", "sum"] = "mean"
+    """MLP sweep: the training loss is the mean over the batch, or the sum (the authors' code,
+    ``F.mse_loss(reduction="sum")``). AdamW's step is invariant to a constant loss scale except
+    through eps, so "sum" is run exactly as the mean with eps divided by the batch size;
+    logged losses stay per-example means either way."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     """AdamW: lr, betas (and, for the transformer, Nanda's warm-up); the weight decay is the
     sweep's ``weight_decays``."""
@@ -62,8 +70,17 @@ class GrokkingConfig:
     mi_points: int = 12
     """How many logged steps also get the (slower) mutual-information estimate; 0: none."""
     mi_samples: int = 2000
+    """Test samples (a fixed random subset) for the compression mutual information."""
+    mi_x_compressor: Literal["pca", "autoencoder"] = "pca"
+    """How X is compressed to 4 dimensions before the kNN estimate (Z always by PCA-4):
+    autoencoder: the authors' convolutional autoencoder (image tasks), trained once per dataset
+    on its whole training split and cached; pca: PCA-4 of the test inputs."""
+    mi_autoencoder_epochs: int = 20
+    """Training epochs of that autoencoder (the authors: 200)."""
     nhsic_batches: int = 10
-    """nHSIC is averaged over this many batches of 100 test samples."""
+    """nHSIC is averaged over this many batches of 100 test samples, drawn without
+    replacement from one fixed shuffle of the test split (the authors average over every batch
+    of their shuffled test split, 3 passes)."""
     margin_members: int = 6
     """Members whose final margins to the class-0/class-1 boundary are saved."""
     checkpoint_every: int = 1000
@@ -76,7 +93,14 @@ def validate(cfg: GrokkingConfig) -> None:
     require_positive(
         {
             name: getattr(cfg, name)
-            for name in ("steps", "width", "checkpoint_every", "train_size", "mi_samples")
+            for name in (
+                "steps",
+                "width",
+                "checkpoint_every",
+                "train_size",
+                "mi_samples",
+                "mi_autoencoder_epochs",
+            )  # fmt: skip
         }
         | {"optim.lr": o.lr, "control_init_scale": cfg.control_init_scale}
         | {f"transformer.{n}": getattr(t, n) for n in ("d_model", "n_heads", "d_head", "d_mlp")}
@@ -113,7 +137,10 @@ def validate(cfg: GrokkingConfig) -> None:
         "the sweep trains with AdamW, constant lr, weight decay from --weight-decays",
     )  # fmt: skip
     if cfg.model == "transformer":
-        mlp_only = ("batch_size", "width", "depth", "init_scale", "control_init_scale", "loss")
+        mlp_only = (
+            "batch_size", "width", "depth", "init_scale", "control_init_scale", "loss",
+            "batch_reduction",
+        )  # fmt: skip
         reject_changed(cfg, base, mlp_only, "applies to the MLP sweep, not the transformer")
         if len(cfg.weight_decays) != 1 or len(cfg.seeds) != 1:
             raise ConfigError("weight_decays", "the transformer trains one model: one value")
@@ -123,6 +150,11 @@ def validate(cfg: GrokkingConfig) -> None:
         reject_changed(cfg, base, ("optim.warmup_steps",), "the MLP sweep has no warm-up")
     if cfg.task != "modular":
         reject_changed(cfg, base, ("p", "op", "train_fraction"), "applies to --task modular only")
+    else:
+        reject_changed(
+            cfg, base, ("input_normalization", "mi_x_compressor", "mi_autoencoder_epochs"),
+            "applies to the image tasks only",
+        )  # fmt: skip
     if cfg.task == "modular":
         make_modular_data(cfg.p, cfg.op, cfg.train_fraction)  # raises naming p/op/fraction
         if cfg.model == "mlp" and cfg.width < cfg.p:
@@ -164,8 +196,10 @@ def _mnist(**kw) -> GrokkingConfig:
         task="mnist",
         init_scale=8.0,
         loss="mse_sum",
+        batch_reduction="sum",  # the authors' F.mse_loss(reduction="sum")
         batch_size=100,
         steps=100_000,
+        mi_x_compressor="autoencoder",
         log_points=150,
         mi_points=20,
         checkpoint_every=5000,

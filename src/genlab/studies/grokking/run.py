@@ -3,25 +3,27 @@ every measure logged by one callback (:class:`GrokkingMeter`)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genlab.data import load_dataset
+from genlab.data import STANDARD_MEAN_STD, cache_dir, load_dataset
 from genlab.data.modular import make_modular_data
 from genlab.ensemble import MLPEnsemble
 from genlab.losses import cross_entropy, squared_error
 from genlab.measures import (
     collapse_and_bound,
     mutual_information_compressed,
-    neural_collapse,
     normalized_gram,
     normalized_grams,
     trace_products,
 )
+from genlab.measures.mutual_information import pca
 from genlab.models import weight_norm
+from genlab.models.conv_autoencoder import encode, load_or_train_autoencoder
 from genlab.models.modular_transformer import (
     ModularTransformer,
     ModularTransformerConfig,
@@ -59,7 +61,8 @@ def load_task(cfg: GrokkingConfig) -> TaskData:
         encoding = "index" if cfg.model == "transformer" else "onehot-concat"
         d = make_modular_data(cfg.p, cfg.op, cfg.train_fraction, seed=0, encoding=encoding)
         return TaskData(d.x_train, d.y_train, d.x_test, d.y_test, d.num_classes)
-    ds = load_dataset(cfg.task, train_size=cfg.train_size)
+    mean_std = STANDARD_MEAN_STD[cfg.task] if cfg.input_normalization == "standard" else None
+    ds = load_dataset(cfg.task, train_size=cfg.train_size, mean_std=mean_std)
     flat = (ds.x_train.reshape(ds.n_train, -1), ds.x_test.reshape(ds.n_test, -1))
     return TaskData(flat[0], ds.y_train, flat[1], ds.y_test, ds.num_classes)
 
@@ -136,8 +139,21 @@ def make_stepper(cfg: GrokkingConfig, data: TaskData, members: list[Member]):
         loss=cfg.loss,
         batch_size=cfg.batch_size or None,
         betas=cfg.optim.betas,
+        eps=adamw_eps(cfg, data.y_train.shape[0]),
     )
     return EnsembleStepper(ensemble)
+
+
+ADAMW_EPS = 1e-8  # torch.optim.AdamW's default, the authors' optimizer
+
+
+def adamw_eps(cfg: GrokkingConfig, n_train: int) -> float:
+    """AdamW's eps for the configured batch reduction. Scaling the loss by c scales Adam's
+    moments to c m and c^2 v, so the step m / (sqrt(v) + eps) becomes m / (sqrt(v) + eps / c):
+    a loss summed over a batch of B is the mean with eps / B, the same step exactly."""
+    if cfg.batch_reduction == "mean":
+        return ADAMW_EPS
+    return ADAMW_EPS / (cfg.batch_size or n_train)
 
 
 # --- measurement ---------------------------------------------------------------------------
@@ -166,6 +182,30 @@ def nc_fields(nc) -> dict:
     return {k: getattr(nc, k) for k in keys}
 
 
+MI_DIM = 4  # the authors' latent size for X and Z
+
+
+def compress_inputs(cfg: GrokkingConfig, x: torch.Tensor) -> torch.Tensor:
+    """X's codes for the compression MI: PCA-4, or the authors' convolutional autoencoder
+    trained once on the task's whole (normalized) training split and cached."""
+    if cfg.mi_x_compressor == "pca":
+        return torch.from_numpy(pca(x.double().numpy(), MI_DIM, seed=0))
+    norm = cfg.input_normalization
+    full = load_dataset(
+        cfg.task, mean_std=STANDARD_MEAN_STD[cfg.task] if norm == "standard" else None
+    )
+    side = math.isqrt(full.x_train[0].numel())
+    path = (
+        cache_dir()
+        / f"autoencoder-{cfg.task}-{norm}-d{MI_DIM}-e{cfg.mi_autoencoder_epochs}.safetensors"
+    )
+    model = load_or_train_autoencoder(
+        path, full.x_train.reshape(-1, 1, side, side), latent_dim=MI_DIM,
+        epochs=cfg.mi_autoencoder_epochs,
+    )  # fmt: skip
+    return encode(model, x.reshape(-1, 1, side, side)).double()
+
+
 class GrokkingMeter:
     def __init__(
         self,
@@ -179,27 +219,30 @@ class GrokkingMeter:
         self.mi_steps = mi_steps
         self.loss = "ce" if cfg.model == "transformer" else cfg.loss
         n_h = min(cfg.nhsic_batches * 100, data.y_test.shape[0])
-        self.n_hsic = n_h - n_h % 100
+        n_batches = n_h // 100
         # nHSIC's kernel on X needs real-valued inputs: one-hot the transformer's tokens.
         x = data.x_test
         if x.dtype == torch.long:
             x = F.one_hot(x, int(x.max()) + 1).flatten(1)
         self.x_flat = x.float()
+        # nHSIC's batches: random test samples (one fixed shuffle of the test split, as the
+        # authors' shuffled test loader), not the first ones in file order.
+        shuffle = torch.randperm(data.y_test.shape[0], generator=torch.Generator().manual_seed(0))
+        self.hsic_idx = shuffle[: n_batches * 100]
+        # Compression MI: X's 4-dimensional codes never change, so they are computed once.
+        self.mi_idx = shuffle[: min(cfg.mi_samples, data.y_test.shape[0])]
+        self.mi_x = compress_inputs(cfg, self.x_flat[self.mi_idx])
         # The X and Y sides of nHSIC never change: their normalized Gram matrices, one per
         # batch of 100, are computed once here (stacked (B, 100, 100)); each logged step only
         # builds the Z side, all batches in one batched solve.
-        n_batches = self.n_hsic // 100
         self.hsic_r_x = self.hsic_r_y = None
         if n_batches:
-            self.hsic_r_x = normalized_grams(self.x_flat[: self.n_hsic].view(n_batches, 100, -1))
+            self.hsic_r_x = normalized_grams(self.x_flat[self.hsic_idx].view(n_batches, 100, -1))
+            y_batches = data.y_test[self.hsic_idx].view(n_batches, 100)
             self.hsic_r_y = torch.stack(
-                [
-                    normalized_gram(
-                        data.y_test[i : i + 100], label_kernel=True, num_classes=data.num_classes
-                    )
-                    for i in range(0, self.n_hsic, 100)
-                ]
-            )
+                [normalized_gram(yb, label_kernel=True, num_classes=data.num_classes)
+                 for yb in y_batches]
+            )  # fmt: skip
 
     def __call__(self, loop: TrainLoop) -> None:
         d, stepper, step = self.data, loop.stepper, loop.step
@@ -213,13 +256,13 @@ class GrokkingMeter:
         )
         acc_tr = (l_tr.argmax(-1) == d.y_train).double().mean(-1)
         acc_te = (l_te.argmax(-1) == d.y_test).double().mean(-1)
-        k = d.num_classes
         nhsic_zx = nhsic_zy = None
         if self.hsic_r_x is not None:
             # nhsic(x, z) and nhsic(z, y, label_kernel=True) averaged over the batches, for every
             # member at once: one batched solve over (members x batches) Gram matrices.
             n_members, n_batches = f_te.shape[0], self.hsic_r_x.shape[0]
-            r_z = normalized_grams(f_te[:, : self.n_hsic].reshape(n_members * n_batches, 100, -1))
+            z = f_te[:, self.hsic_idx].reshape(n_members * n_batches, 100, -1)
+            r_z = normalized_grams(z)
             r_z = r_z.view(n_members, n_batches, 100, 100)
             nhsic_zx = trace_products(self.hsic_r_x, r_z).mean(-1).tolist()
             nhsic_zy = trace_products(r_z, self.hsic_r_y).mean(-1).tolist()
@@ -230,15 +273,18 @@ class GrokkingMeter:
                 "weight_decay": member.weight_decay,
                 "seed": member.seed,
             }
-            nc_tr = neural_collapse(f_tr[m], d.y_train, w[m], b[m], num_classes=k)
+            # Theorem 3.2 from training statistics (a prediction of the test error) and from
+            # test statistics (>= the test error by construction); stated form and variant.
+            nc_tr, bound_tr = collapse_and_bound(f_tr[m], d.y_train, w[m], b[m])
             nc_te, bound = collapse_and_bound(f_te[m], d.y_test, w[m], b[m])
             extra = {}
             if nhsic_zx is not None:
                 extra.update(nhsic_zx=nhsic_zx[m], nhsic_zy=nhsic_zy[m])
             if step in self.mi_steps:
-                n = min(self.cfg.mi_samples, d.y_test.shape[0])
                 try:
-                    mi = mutual_information_compressed(self.x_flat[:n], f_te[m][:n], d.y_test[:n])
+                    mi = mutual_information_compressed(
+                        self.mi_x, f_te[m][self.mi_idx], d.y_test[self.mi_idx]
+                    )
                     extra.update(mi_zx=mi.I_zx, mi_zy=mi.I_zy)
                 except ValueError:
                     # e.g. dead ReLU features with a singular covariance: no estimate here.
@@ -250,6 +296,8 @@ class GrokkingMeter:
                 loss=float(loss_tr[m]),
                 acc=float(acc_tr[m]),
                 weight_norm=float(norms[m]),
+                bound_stated=bound_tr.bound_stated,
+                bound_variant=bound_tr.bound,
                 **nc_fields(nc_tr),
             )
             self.run.log(
@@ -258,7 +306,8 @@ class GrokkingMeter:
                 **tag,
                 loss=float(loss_te[m]),
                 acc=float(acc_te[m]),
-                bound=bound.bound,
+                bound_stated=bound.bound_stated,
+                bound_variant=bound.bound,
                 bound_error=bound.test_error,
                 **nc_fields(nc_te),
                 **extra,
@@ -318,4 +367,4 @@ def run(cfg: GrokkingConfig, run: Run) -> dict:
     margins = class01_margins(stepper, data, members, cfg.margin_members)
     atomic_write_json(run.paths.artifact("margins.json"), margins)
     analysis = analyze(MetricsLog(run.paths.metrics).read())
-    return {"groups": analysis["groups"], "exponent": analysis["exponent"]}
+    return {"groups": analysis["groups"], "weight_decay": analysis["weight_decay"]}
