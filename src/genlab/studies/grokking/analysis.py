@@ -225,14 +225,27 @@ def analyze(records: list[dict]) -> dict:
         g.setdefault("final_bound_variant_train", []).append(float(train["bound_variant"][-1]))
         g.setdefault("final_error", []).append(float(test["bound_error"][-1]))
     for g in groups.values():
-        for k in g["members"][0]:
-            if k == "member":
-                continue
-            vals = [m[k] for m in g["members"] if m[k] is not None]
-            g[k] = float(np.median(vals)) if vals else None
-        for k in ("final_bound_stated_train", "final_bound_variant_train", "final_error"):
-            g[k] = float(np.mean(g[k]))
-        g["compare"] = {name: compare(g["members"], *pair) for name, pair in PAIRS.items()}
+        summarize_group(g)
+    return summarize_sweep(groups)
+
+
+def summarize_group(g: dict) -> dict:
+    """Medians over a group's members of every onset, means of the final bound and error, and
+    the per-seed comparisons (:data:`PAIRS`); in place."""
+    for k in g["members"][0]:
+        if k == "member":
+            continue
+        vals = [m[k] for m in g["members"] if m[k] is not None]
+        g[k] = float(np.median(vals)) if vals else None
+    for k in ("final_bound_stated_train", "final_bound_variant_train", "final_error"):
+        g[k] = float(np.mean(g[k]))
+    g["compare"] = {name: compare(g["members"], *pair) for name, pair in PAIRS.items()}
+    return g
+
+
+def summarize_sweep(groups: dict[str, dict]) -> dict:
+    """The analysis of summarized groups: the main alpha (the largest) and its weight-decay
+    verdict."""
     alphas = sorted({g["alpha"] for g in groups.values()})
     main_alpha = max(alphas) if alphas else None
     main = [g for g in groups.values() if g["alpha"] == main_alpha]
