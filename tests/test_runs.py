@@ -243,24 +243,10 @@ time.sleep(600)
 """
 
 
-def test_a_second_process_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path, capsys):
-    root = tmp_path / "r"
-    root.mkdir()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(RunPaths(root).lock)], stdout=subprocess.PIPE
-    )
-    try:
-        assert holder.stdout.readline().strip() == b"locked"
-        assert main(["run", "classify", "--steps", "20", "--quiet", "--out", str(root)]) == 2
-        assert f"being written by process {holder.pid}" in one_error_line(capsys)
-    finally:
-        holder.kill()  # SIGKILL: the lock file stays, naming a dead process
-        holder.wait()
-    assert RunPaths(root).lock.read_text().strip() == str(holder.pid)
-    assert main(["run", "classify", "--steps", "20", "--quiet", "--out", str(root)]) == 0
-    assert f"taking over the lock of process {holder.pid}" in capsys.readouterr().err
-    assert not RunPaths(root).lock.exists()
-    # Also in a folder that already holds a run, the holder is named (not "pass --resume").
+def refused_while_another_process_holds_the_lock(root, capsys) -> int:
+    """A second process holds the lock of ``root`` while ``genlab run`` tries it: refused,
+    naming the holder. The holder is then SIGKILLed (its lock file stays, naming a dead
+    process); returns its pid."""
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_LOCK, str(RunPaths(root).lock)], stdout=subprocess.PIPE
     )
@@ -271,6 +257,19 @@ def test_a_second_process_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_p
     finally:
         holder.kill()
         holder.wait()
+    return holder.pid
+
+
+def test_a_second_process_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path, capsys):
+    root = tmp_path / "r"
+    root.mkdir()
+    pid = refused_while_another_process_holds_the_lock(root, capsys)
+    assert RunPaths(root).lock.read_text().strip() == str(pid)
+    assert main(["run", "classify", "--steps", "20", "--quiet", "--out", str(root)]) == 0
+    assert f"taking over the lock of process {pid}" in capsys.readouterr().err
+    assert not RunPaths(root).lock.exists()
+    # Also in a folder that already holds a run, the holder is named (not "pass --resume").
+    refused_while_another_process_holds_the_lock(root, capsys)
     assert main(["run", "classify", "--steps", "20", "--quiet", "--out", str(root)]) == 2
     err = capsys.readouterr().err  # the lock is taken over (a warning), then the run refused
     assert "taking over the lock" in err and "already holds a finished run" in err
