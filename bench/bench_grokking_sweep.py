@@ -38,7 +38,7 @@ from genlab.ensemble import (
     matmul_flops_per_step,
 )
 from genlab.losses import LOSSES
-from genlab.studies.grokking.config import GrokkingConfig, Member, members_of
+from genlab.studies.grokking.config import MNIST_DATA, GrokkingConfig, Member, members_of
 from genlab.studies.grokking.run import EnsembleStepper, GrokkingMeter, TaskData, schedule
 from genlab.train import BatchSampler
 
@@ -186,7 +186,7 @@ def main() -> None:
         def log(self, *args, **values) -> None:
             pass
 
-    meter = GrokkingMeter(NoRun(), GrokkingConfig(task="mnist"), task, members, mi_steps=set())
+    meter = GrokkingMeter(NoRun(), GrokkingConfig(data=MNIST_DATA), task, members, mi_steps=set())
     loop = types.SimpleNamespace(stepper=EnsembleStepper(ens), step=1)
 
     def measure() -> None:
@@ -246,7 +246,7 @@ def main() -> None:
         print(f"  batched vs sequential default AdamW: {statistics.median(ratios):.2f}x")
 
     tm = statistics.median(t_meas)
-    study_points = len(schedule(GrokkingConfig(task="mnist", steps=args.total_steps))[0])
+    study_points = len(schedule(GrokkingConfig(data=MNIST_DATA, steps=args.total_steps))[0])
     print(
         f"\nmeasurement: the study's GrokkingMeter ({m} members; features of {x_train.shape[0]} "
         f"train + {x_test.shape[0]} test examples, neural_collapse on both, bound, nHSIC): "

@@ -21,15 +21,24 @@ from genlab.errors import ConfigError
 @dataclass
 class DataConfig:
     name: str = "digits"
-    """Dataset: digits | mnist | mnist-validation | fashion-mnist | mnist1d."""
+    """Dataset: digits | mnist | mnist-validation | fashion-mnist | mnist1d (genlab.data), or
+    modular: all pairs of (a op b) mod p (genlab.data.modular). A study may take fewer."""
     train_size: int | None = None
-    """Use the first N training examples (None: all)."""
-    normalize: bool = True
-    """Standardize inputs with the training split's mean and std."""
+    """Use the first N training examples (None: all). Not for modular (see train_fraction)."""
+    normalize: Literal["train", "standard", "none"] = "train"
+    """train: standardize inputs with the training split's scalar mean and std; standard: with
+    the dataset's customary constants (data.STANDARD_MEAN_STD, e.g. MNIST 0.1307 / 0.3081, as
+    most papers' code); none: raw inputs. Not for modular (one-hot inputs)."""
     label_noise: float = 0.0
     """Fraction of training labels corrupted, in [0, 1]."""
     noise_kind: Literal["uniform", "flip"] = "uniform"
     """uniform: redraw over all K classes; flip: exactly ceil(n f) labels to another class."""
+    p: int = 59
+    """modular: the modulus."""
+    op: Literal["+", "-", "*", "/"] = "+"
+    """modular: the operation."""
+    train_fraction: float = 0.4
+    """modular: fraction of all pairs used for training, in (0, 1)."""
 
 
 @dataclass
@@ -99,12 +108,15 @@ def require_unit(values: Mapping[str, float], closed_high: bool = False) -> None
             raise ConfigError(name, f"must be in [0, 1{']' if closed_high else ')'}, got {value}")
 
 
-def reject_changed(config: Any, default: Any, names: Sequence[str], why: str) -> None:
+def reject_changed(
+    config: Any, default: Any, names: Sequence[str], why: str, prefix: str = ""
+) -> None:
     """A field that does not apply must keep its default: ConfigError naming the first of
-    ``names`` (dotted) whose value in ``config`` differs from ``default``'s, saying ``why``."""
+    ``names`` (dotted) whose value in ``config`` differs from ``default``'s, saying ``why``;
+    ``prefix`` is put before the name (``config`` being a sub-config such as ``data``)."""
     for name in names:
         value, base = config, default
         for part in name.split("."):
             value, base = getattr(value, part), getattr(base, part)
         if value != base:
-            raise ConfigError(name, f"{why} (got {value!r}; leave it at {base!r})")
+            raise ConfigError(prefix + name, f"{why} (got {value!r}; leave it at {base!r})")

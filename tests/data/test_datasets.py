@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from genlab.data import images, load_dataset
+from genlab.config import DataConfig
+from genlab.data import check_data_config, images, load_data, load_dataset
 from genlab.data.images import RestrictedUnpickler, read_idx, restricted_loads
 from genlab.data.noise import apply_label_noise
 from genlab.errors import ConfigError, DataUnavailable
@@ -127,3 +128,34 @@ def test_bad_options_name_the_field():
         load_dataset("cifar10")
     with pytest.raises(ConfigError, match="data.train_size"):
         load_dataset("digits", train_size=0)
+
+
+@pytest.mark.parametrize(
+    ("data", "names", "field"),
+    [
+        (DataConfig(name="cifar10"), None, "data.name"),
+        (DataConfig(name="modular"), ("digits",), "data.name"),  # the study takes images only
+        (DataConfig(name="digits", normalize="standard"), None, "data.normalize"),  # no constants
+        (DataConfig(name="digits", p=97), None, "data.p"),  # modular only
+        (DataConfig(name="digits", train_fraction=0.5), None, "data.train_fraction"),
+        (DataConfig(name="modular", p=1), ("modular",), "data.p"),
+        (DataConfig(name="modular", train_fraction=1.0), ("modular",), "data.train_fraction"),
+        (DataConfig(name="modular", train_size=100), ("modular",), "data.train_size"),
+        (DataConfig(name="modular", label_noise=0.1), ("modular",), "data.label_noise"),
+    ],
+)
+def test_data_config_checks_name_the_field(data, names, field):
+    with pytest.raises(ConfigError, match=rf"^{field}: "):
+        check_data_config(data, names)
+
+
+def test_load_data_normalizes_as_the_config_says():
+    raw = load_dataset("mnist", train_size=200)
+    own = load_data(DataConfig(name="mnist", train_size=200))  # "train": its own mean and std
+    mean, std = raw.x_train.mean(), raw.x_train.std()
+    torch.testing.assert_close(own.x_test, (raw.x_test - mean) / std, rtol=0, atol=1e-5)
+    standard = load_data(DataConfig(name="mnist", train_size=200, normalize="standard"))
+    torch.testing.assert_close(standard.x_train, (raw.x_train - 0.1307) / 0.3081)
+    none = load_data(DataConfig(name="mnist", train_size=200, normalize="none"))
+    assert torch.equal(none.x_train, raw.x_train)
+    check_data_config(DataConfig(name="modular", p=97, op="/"), ("modular",))  # valid: no error

@@ -8,12 +8,13 @@ arrays (x_train, y_train, x_test, y_test). Add a dataset by adding an entry.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from genlab.config import DataConfig, reject_changed
 from genlab.data.base import Dataset
 from genlab.data.images import (
     load_digits_arrays,
@@ -21,10 +22,24 @@ from genlab.data.images import (
     load_mnist1d_arrays,
     load_mnist_arrays,
 )
+from genlab.data.modular import ModularConfigError, make_modular_data
 from genlab.data.noise import NOISE_KINDS, apply_label_noise
 from genlab.errors import ConfigError
 
-__all__ = ["DATASETS", "Dataset", "STANDARD_MEAN_STD", "cache_dir", "load_dataset", "NOISE_KINDS"]
+__all__ = [
+    "DATASETS",
+    "MODULAR",
+    "NOISE_KINDS",
+    "STANDARD_MEAN_STD",
+    "Dataset",
+    "cache_dir",
+    "check_data_config",
+    "load_data",
+    "load_dataset",
+]
+
+MODULAR = "modular"
+"""``DataConfig.name`` of the (a op b) mod p task (genlab.data.modular), not in ``DATASETS``."""
 
 DATASETS: dict[str, Callable[[], tuple[np.ndarray, ...]]] = {
     "digits": load_digits_arrays,
@@ -120,3 +135,49 @@ def load_dataset(
         noisy, idx = apply_label_noise(ds.y_train, label_noise, num_classes, noise_kind, noise_seed)
         ds.clean_y_train, ds.y_train, ds.noisy_idx = ds.y_train, noisy, idx
     return ds
+
+
+def check_data_config(
+    data: DataConfig, names: Collection[str] | None = None, field: str = "data"
+) -> None:
+    """Every check of a ``DataConfig`` before any work, naming the field (``data.name``...).
+    ``names``: the datasets the study takes (default: every name in ``DATASETS``). Fields that
+    do not apply to the chosen dataset must keep their defaults."""
+    names = sorted(DATASETS) if names is None else list(names)
+    if data.name not in names:
+        raise ConfigError(f"{field}.name", f"unknown dataset {data.name!r}; choose from {names}")
+    base = DataConfig()
+    if data.name == MODULAR:
+        try:
+            make_modular_data(data.p, data.op, data.train_fraction)
+        except ModularConfigError as e:
+            raise ConfigError(f"{field}.{e.field}", str(e).split(": ", 1)[1]) from None
+        image_only = ("train_size", "normalize", "label_noise", "noise_kind")
+        reject_changed(data, base, image_only, "does not apply to modular", f"{field}.")
+        return
+    reject_changed(
+        data, base, ("p", "op", "train_fraction"), "applies to modular only", f"{field}."
+    )
+    check_options(data.name, data.train_size, data.label_noise, data.noise_kind, field)
+    if data.normalize not in ("train", "standard", "none"):
+        raise ConfigError(f"{field}.normalize", "choose from train, standard, none")
+    if data.normalize == "standard" and data.name not in STANDARD_MEAN_STD:
+        raise ConfigError(
+            f"{field}.normalize",
+            f"no standard constants for {data.name!r} (have {sorted(STANDARD_MEAN_STD)}); "
+            "use train or none",
+        )
+
+
+def load_data(data: DataConfig, noise_seed: int = 0) -> Dataset:
+    """``load_dataset`` as ``data`` says (any name in ``DATASETS``; modular data come from
+    ``genlab.data.modular.make_modular_data``)."""
+    return load_dataset(
+        data.name,
+        train_size=data.train_size,
+        normalize=data.normalize == "train",
+        mean_std=STANDARD_MEAN_STD[data.name] if data.normalize == "standard" else None,
+        label_noise=data.label_noise,
+        noise_kind=data.noise_kind,
+        noise_seed=noise_seed,
+    )

@@ -14,7 +14,7 @@ from genlab.config import (
     require_positive,
     require_unit,
 )
-from genlab.data import Dataset, check_options, load_dataset
+from genlab.data import Dataset, check_data_config, load_data
 from genlab.errors import ConfigError
 from genlab.losses import LOSSES
 from genlab.models import build_model, weight_norm
@@ -70,7 +70,7 @@ class ClassifyConfig:
 
 
 def validate(cfg: ClassifyConfig) -> None:
-    check_options(cfg.data.name, cfg.data.train_size, cfg.data.label_noise, cfg.data.noise_kind)
+    check_data_config(cfg.data)
     require_positive(
         {
             "optim.lr": cfg.optim.lr,
@@ -98,17 +98,6 @@ def validate(cfg: ClassifyConfig) -> None:
         )
 
 
-def load_data(data: DataConfig, seed: int) -> Dataset:
-    return load_dataset(
-        data.name,
-        train_size=data.train_size,
-        normalize=data.normalize,
-        label_noise=data.label_noise,
-        noise_kind=data.noise_kind,
-        noise_seed=seed,
-    )
-
-
 class ClassificationMeter:
     """The measurement callback: train (observed labels), test, and noisy-subset metrics."""
 
@@ -131,7 +120,7 @@ class ClassificationMeter:
 
 
 def run(cfg: ClassifyConfig, run: Run) -> dict:
-    ds = load_data(cfg.data, cfg.seed)
+    ds = load_data(cfg.data, noise_seed=cfg.seed)
     atomic_write_json(run.paths.noisy_idx, {"noisy_idx": ds.noisy_idx.tolist()})
     model = build_model(
         cfg.model.kind,

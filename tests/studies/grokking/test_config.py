@@ -1,9 +1,11 @@
+import dataclasses
+
 import pytest
 
-from genlab.config import OptimConfig
+from genlab.config import DataConfig, OptimConfig
 from genlab.errors import ConfigError
 from genlab.studies import STUDIES
-from genlab.studies.grokking.config import GrokkingConfig, members_of
+from genlab.studies.grokking.config import MNIST_DATA, GrokkingConfig, members_of
 from genlab.studies.grokking.run import schedule
 
 GROKKING = STUDIES["grokking"]
@@ -30,10 +32,14 @@ def test_members_and_schedule_follow_the_protocol():
     ("change", "field"),
     [
         ({"optim": OptimConfig(lr=-1.0)}, "optim.lr"),
-        ({"train_fraction": 1.5}, "train_fraction"),
-        ({"p": 1}, "p"),
+        ({"data": DataConfig(name="modular", train_fraction=1.5)}, "data.train_fraction"),
+        ({"data": DataConfig(name="modular", p=1)}, "data.p"),
+        ({"data": DataConfig(name="mnist")}, "data.train_size"),
+        ({"data": DataConfig(name="digits", train_size=10)}, "data.name"),
+        ({"data": DataConfig(name="modular", normalize="none")}, "data.normalize"),
+        ({"data": dataclasses.replace(MNIST_DATA, label_noise=0.1)}, "data.label_noise"),
         ({"weight_decays": (-0.1,)}, "weight_decays"),
-        ({"task": "mnist", "model": "transformer"}, "model"),
+        ({"data": MNIST_DATA, "model": "transformer"}, "model"),
     ],
 )
 def test_invalid_configs_name_the_field(change, field):
@@ -47,14 +53,14 @@ def test_invalid_configs_name_the_field(change, field):
 @pytest.mark.parametrize(
     ("preset", "args", "field"),
     [
-        ("smoke", ["--transformer.p", "97"], "transformer.p"),  # the task's --p is used
+        ("smoke", ["--transformer.p", "97"], "transformer.p"),  # --data.p is used
         ("smoke", ["--transformer.d-model", "64"], "transformer.d_model"),  # MLP sweep: not read
         ("smoke", ["--optim.warmup-steps", "10"], "optim.warmup_steps"),  # no MLP warm-up
         ("smoke", ["--optim.weight-decay", "0.1"], "optim.weight_decay"),  # --weight-decays
         ("smoke", ["--optim.name", "sgd"], "optim.name"),
         ("modular-transformer", ["--width", "64"], "width"),  # MLP only
         ("modular-transformer", ["--weight-decays", "0.1", "0.3"], "weight_decays"),
-        ("mnist-fig", ["--p", "97"], "p"),  # not a modular task
+        ("mnist-fig", ["--data.p", "97"], "data.p"),  # not a modular task
     ],
 )
 def test_a_field_that_does_not_apply_is_rejected_not_ignored(preset, args, field, capsys):

@@ -4,7 +4,7 @@ import pytest
 
 from genlab.runs import MetricsLog, RunPaths, execute
 from genlab.studies import STUDIES
-from genlab.studies.grokking.config import GrokkingConfig
+from genlab.studies.grokking.config import MNIST_DATA, GrokkingConfig
 from genlab.train import Callback
 
 GROKKING = STUDIES["grokking"]
@@ -44,11 +44,12 @@ class Interrupt(Exception):
 # child process of the SIGKILL tests (which builds it from this code).
 SMALL_SWEEP = """
 from genlab.studies import STUDIES
+from genlab.config import DataConfig
 from genlab.studies.grokking.config import GrokkingConfig
 CONFIG = GrokkingConfig(**{
-    **vars(STUDIES["grokking"].presets["smoke"]()), "width": 64, "p": 23,
-    "weight_decays": (1.0, 0.3), "control_init_scale": 0.5, "steps": 300, "log_points": 20,
-    "checkpoint_every": 100,
+    **vars(STUDIES["grokking"].presets["smoke"]()), "width": 64,
+    "data": DataConfig(name="modular", p=23), "weight_decays": (1.0, 0.3),
+    "control_init_scale": 0.5, "steps": 300, "log_points": 20, "checkpoint_every": 100,
 })
 """
 
@@ -102,7 +103,7 @@ def test_summed_batch_loss_is_the_mean_with_eps_over_the_batch_size(batch_size):
     torch.manual_seed(0)
     n, sizes, steps, lr, wd = 24, [6, 5, 4], 60, 1e-2, 0.1
     x, y = torch.randn(n, 6, dtype=torch.float64) * 1e-3, torch.randint(0, 4, (n,))
-    cfg = GrokkingConfig(task="mnist", batch_reduction="sum", batch_size=batch_size or 0)
+    cfg = GrokkingConfig(data=MNIST_DATA, batch_reduction="sum", batch_size=batch_size or 0)
     ens = MLPEnsemble(
         x, y, sizes=sizes, seeds=[3], weight_decays=wd, lr=lr, batch_size=batch_size,
         eps=adamw_eps(cfg, n), dtype=torch.float64, adamw="single_tensor",

@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from genlab.config import (
+    DataConfig,
     OptimConfig,
     reject_changed,
     require_nonnegative,
     require_positive,
     require_unit,
 )
-from genlab.data.modular import make_modular_data
+from genlab.data import MODULAR, check_data_config
 from genlab.errors import ConfigError
 from genlab.models.modular_transformer import (
     ModularTransformerConfig,
@@ -25,20 +26,11 @@ from genlab.report import fmt
 
 @dataclass
 class GrokkingConfig:
-    task: Literal["mnist", "fashion-mnist", "modular"] = "modular"
-    """mnist / fashion-mnist: the paper's protocol; modular: (a op b) mod p."""
+    data: DataConfig = field(default_factory=lambda: DataConfig(name=MODULAR))
+    """mnist / fashion-mnist (the paper's protocol: presets take the first 1000 training
+    examples, normalized with the standard constants) or modular: (a op b) mod p."""
     model: Literal["mlp", "transformer"] = "mlp"
     """transformer: Nanda et al.'s one-layer transformer (modular task only)."""
-    train_size: int = 1000
-    """Image tasks: the first N training examples."""
-    input_normalization: Literal["standard", "none"] = "standard"
-    """Image tasks: standard: (x - mean) / std with the dataset's customary constants
-    (MNIST 0.1307 / 0.3081, as the authors' code); none: raw pixels in [0, 1]."""
-    p: int = 59
-    """Modular task: the modulus."""
-    op: Literal["+", "-", "*", "/"] = "+"
-    train_fraction: float = 0.4
-    """Modular task: fraction of all pairs used for training, in (0, 1)."""
     width: int = 200
     depth: int = 2
     """MLP hidden layers."""
@@ -97,7 +89,6 @@ def validate(cfg: GrokkingConfig) -> None:
                 "steps",
                 "width",
                 "checkpoint_every",
-                "train_size",
                 "mi_samples",
                 "mi_autoencoder_epochs",
             )  # fmt: skip
@@ -119,19 +110,20 @@ def validate(cfg: GrokkingConfig) -> None:
         )
     if cfg.depth < 1:
         raise ConfigError("depth", "must be >= 1 (the penultimate layer is a hidden layer)")
-    if not 0.0 < cfg.train_fraction < 1.0:
-        raise ConfigError("train_fraction", f"must be in (0, 1), got {cfg.train_fraction}")
     if not cfg.seeds:
         raise ConfigError("seeds", "need at least one seed")
     if not cfg.weight_decays or any(w < 0 for w in cfg.weight_decays):
         raise ConfigError("weight_decays", "need one or more values >= 0")
     if cfg.init_scale <= 0:
         raise ConfigError("init_scale", f"must be > 0, got {cfg.init_scale}")
-    if cfg.model == "transformer" and cfg.task != "modular":
+    check_data_config(cfg.data, names=("mnist", "fashion-mnist", MODULAR))
+    if cfg.data.label_noise > 0:
+        raise ConfigError("data.label_noise", "the paper trains on clean labels: must be 0")
+    if cfg.model == "transformer" and cfg.data.name != MODULAR:
         raise ConfigError("model", "the transformer runs the modular task only")
     # No field is silently ignored: one that does not apply to this config must stay default.
     base = GrokkingConfig()
-    reject_changed(cfg, base, ("transformer.p",), "never read: the task's --p sets the modulus")
+    reject_changed(cfg, base, ("transformer.p",), "never read: --data.p sets the modulus")
     reject_changed(
         cfg, base, ("optim.name", "optim.weight_decay", "optim.momentum", "optim.schedule"),
         "the sweep trains with AdamW, constant lr, weight decay from --weight-decays",
@@ -148,17 +140,15 @@ def validate(cfg: GrokkingConfig) -> None:
         fields = [f"transformer.{f.name}" for f in dataclasses.fields(base.transformer)]
         reject_changed(cfg, base, fields, "applies to --model transformer only")
         reject_changed(cfg, base, ("optim.warmup_steps",), "the MLP sweep has no warm-up")
-    if cfg.task != "modular":
-        reject_changed(cfg, base, ("p", "op", "train_fraction"), "applies to --task modular only")
+    if cfg.data.name != MODULAR:
+        if cfg.data.train_size is None:
+            raise ConfigError("data.train_size", "the paper's protocol takes a subset: set it")
     else:
         reject_changed(
-            cfg, base, ("input_normalization", "mi_x_compressor", "mi_autoencoder_epochs"),
-            "applies to the image tasks only",
+            cfg, base, ("mi_x_compressor", "mi_autoencoder_epochs"), "applies to the image tasks only"
         )  # fmt: skip
-    if cfg.task == "modular":
-        make_modular_data(cfg.p, cfg.op, cfg.train_fraction)  # raises naming p/op/fraction
-        if cfg.model == "mlp" and cfg.width < cfg.p:
-            raise ConfigError("width", f"NC2 needs width >= number of classes p = {cfg.p}")
+        if cfg.model == "mlp" and cfg.width < cfg.data.p:
+            raise ConfigError("width", f"NC2 needs width >= number of classes p = {cfg.data.p}")
 
 
 # --- members -------------------------------------------------------------------------------
@@ -191,9 +181,13 @@ def members_of(cfg: GrokkingConfig) -> list[Member]:
 # --- presets -------------------------------------------------------------------------------
 
 
+MNIST_DATA = DataConfig(name="mnist", train_size=1000, normalize="standard")
+"""The paper's data: the first 1,000 MNIST training images, (x - 0.1307) / 0.3081."""
+
+
 def _mnist(**kw) -> GrokkingConfig:
     base = dict(
-        task="mnist",
+        data=MNIST_DATA,
         init_scale=8.0,
         loss="mse_sum",
         batch_reduction="sum",  # the authors' F.mse_loss(reduction="sum")
@@ -211,10 +205,7 @@ PRESETS = {
     # Modular addition MLP that groks in well under a minute on 2 cores: the training set is
     # fit near step 100, test accuracy stays low, then rises past 95% near step 1,300.
     "smoke": lambda: GrokkingConfig(
-        task="modular",
-        p=59,
-        op="+",
-        train_fraction=0.4,
+        data=DataConfig(name=MODULAR, p=59, op="+", train_fraction=0.4),
         width=256,
         depth=1,
         init_scale=1.0,
@@ -236,12 +227,10 @@ PRESETS = {
     ),
     # Nanda et al.: p = 113, 30% train, full batch, wd 1.0.
     "modular-transformer": lambda: GrokkingConfig(
-        task="modular",
+        data=DataConfig(name=MODULAR, p=113, train_fraction=0.3),
         model="transformer",
         optim=OptimConfig(lr=1e-3, betas=(0.9, 0.98), warmup_steps=10),  # Nanda et al.
         weight_decays=(1.0,),
-        p=113,
-        train_fraction=0.3,
         steps=20_000,
         log_points=120,
         mi_points=8,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from genlab.data import MODULAR
 from genlab.report import (
     Claim,
     claims_table,
@@ -199,7 +200,7 @@ def report(paths: RunPaths) -> None:
     )
     write_report(
         paths,
-        f"grokking: {cfg.task} / {cfg.model}",
+        f"grokking: {cfg.data.name} / {cfg.model}",
         [
             ("What was run", describe(cfg)),
             ("Onsets (medians over seeds)", onset_table + "\n\n" + ONSET_DEFINITIONS),
@@ -256,10 +257,11 @@ def _listed(values) -> str:
 
 
 def describe(cfg: GrokkingConfig) -> str:
-    if cfg.task == "modular":
-        task = f"(a {cfg.op} b) mod {cfg.p}, {cfg.train_fraction:.0%} of pairs for training"
+    d = cfg.data
+    if d.name == MODULAR:
+        task = f"(a {d.op} b) mod {d.p}, {d.train_fraction:.0%} of pairs for training"
     else:
-        task = f"the first {cfg.train_size} `{cfg.task}` training examples, full test split"
+        task = f"the first {d.train_size} `{d.name}` training examples, full test split"
     if cfg.model == "transformer":
         t = cfg.transformer
         model = (
@@ -279,6 +281,12 @@ def describe(cfg: GrokkingConfig) -> str:
         )
     return f"{count(cfg.steps)} steps on {task}; {model}."
 
+
+NORMALIZATION = {
+    "standard": "the same",
+    "train": "the 1,000 training images' own mean and std",
+    "none": "none (raw pixels in [0, 1])",
+}
 
 ONSET_DEFINITIONS = (
     "Every onset is dated against a fixed criterion. *train fit*: first logged step with "
@@ -337,7 +345,7 @@ def _comparison(c: dict, what: str) -> str:
 
 def grokking_claims(cfg: GrokkingConfig, analysis: dict) -> list[Claim]:
     """The paper's claims beside this run, from the run's analysis (:func:`analyze`)."""
-    mnist = cfg.task != "modular"
+    mnist = cfg.data.name != MODULAR
     delay_ref = (
         f"{PAPER_FIG2}; {OMNIGROK}"
         if mnist
@@ -445,7 +453,7 @@ def grokking_claims(cfg: GrokkingConfig, analysis: dict) -> list[Claim]:
 def protocol_md(cfg: GrokkingConfig) -> str:
     """Every known difference from the authors' protocol (their public code,
     keitaroskmt/collapse-dynamics, and the paper's text), with this run's setting."""
-    if cfg.task == "modular":
+    if cfg.data.name == MODULAR:
         return (
             "The paper's grokking experiments are on images and text; the modular-arithmetic "
             "task (Power et al.; Nanda et al. for the transformer) is genlab's own check of "
@@ -455,12 +463,12 @@ def protocol_md(cfg: GrokkingConfig) -> str:
         [
             "training data",
             "first 1,000 MNIST training images",
-            f"first {cfg.train_size} of genlab's offline `{cfg.task}` training split",
+            f"first {cfg.data.train_size} of genlab's offline `{cfg.data.name}` training split",
         ],
         [
             "input normalization",
             "(x - 0.1307) / 0.3081",
-            "the same" if cfg.input_normalization == "standard" else "none (raw pixels in [0, 1])",
+            NORMALIZATION[cfg.data.normalize],
         ],
         [
             "model",
@@ -529,7 +537,7 @@ def claims(paths: RunPaths) -> list[Claim]:
 def claims_md(cfg: GrokkingConfig, analysis: dict) -> str:
     """The report's claims section: the paper's claims in its words, then the claims table."""
     intro = PAPER_QUOTES
-    if cfg.task == "modular":
+    if cfg.data.name == MODULAR:
         intro += (
             " This run is modular arithmetic, not the paper's MNIST: the claims are checked "
             "in form only, with no published numbers for this task."

@@ -3,6 +3,7 @@ every measure logged by one callback (:class:`GrokkingMeter`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genlab.data import STANDARD_MEAN_STD, cache_dir, load_dataset
+from genlab.data import MODULAR, cache_dir, load_data
 from genlab.data.modular import make_modular_data
 from genlab.ensemble import MLPEnsemble
 from genlab.losses import cross_entropy, squared_error
@@ -57,12 +58,12 @@ class TaskData:
 
 
 def load_task(cfg: GrokkingConfig) -> TaskData:
-    if cfg.task == "modular":
+    data = cfg.data
+    if data.name == MODULAR:
         encoding = "index" if cfg.model == "transformer" else "onehot-concat"
-        d = make_modular_data(cfg.p, cfg.op, cfg.train_fraction, seed=0, encoding=encoding)
+        d = make_modular_data(data.p, data.op, data.train_fraction, seed=0, encoding=encoding)
         return TaskData(d.x_train, d.y_train, d.x_test, d.y_test, d.num_classes)
-    mean_std = STANDARD_MEAN_STD[cfg.task] if cfg.input_normalization == "standard" else None
-    ds = load_dataset(cfg.task, train_size=cfg.train_size, mean_std=mean_std)
+    ds = load_data(data)
     flat = (ds.x_train.reshape(ds.n_train, -1), ds.x_test.reshape(ds.n_test, -1))
     return TaskData(flat[0], ds.y_train, flat[1], ds.y_test, ds.num_classes)
 
@@ -119,7 +120,7 @@ class TransformerStepper(SupervisedStepper):
 
 def make_stepper(cfg: GrokkingConfig, data: TaskData, members: list[Member]):
     if cfg.model == "transformer":
-        tcfg = ModularTransformerConfig(**{**vars(cfg.transformer), "p": cfg.p})
+        tcfg = ModularTransformerConfig(**{**vars(cfg.transformer), "p": cfg.data.p})
         model = ModularTransformer(tcfg, seed=members[0].seed)
         o = cfg.optim
         optimizer, scheduler = transformer_optimizer(
@@ -190,15 +191,11 @@ def compress_inputs(cfg: GrokkingConfig, x: torch.Tensor) -> torch.Tensor:
     trained once on the task's whole (normalized) training split and cached."""
     if cfg.mi_x_compressor == "pca":
         return torch.from_numpy(pca(x.double().numpy(), MI_DIM, seed=0))
-    norm = cfg.input_normalization
-    full = load_dataset(
-        cfg.task, mean_std=STANDARD_MEAN_STD[cfg.task] if norm == "standard" else None
-    )
+    whole = dataclasses.replace(cfg.data, train_size=None)  # the whole training split
+    full = load_data(whole)
     side = math.isqrt(full.x_train[0].numel())
-    path = (
-        cache_dir()
-        / f"autoencoder-{cfg.task}-{norm}-d{MI_DIM}-e{cfg.mi_autoencoder_epochs}.safetensors"
-    )
+    name = f"autoencoder-{whole.name}-{whole.normalize}-d{MI_DIM}-e{cfg.mi_autoencoder_epochs}"
+    path = cache_dir() / f"{name}.safetensors"
     model = load_or_train_autoencoder(
         path, full.x_train.reshape(-1, 1, side, side), latent_dim=MI_DIM,
         epochs=cfg.mi_autoencoder_epochs,
@@ -363,7 +360,7 @@ def run(cfg: GrokkingConfig, run: Run) -> dict:
     meter = GrokkingMeter(run, cfg, data, members, mi_steps)
     loop = TrainLoop(stepper, cfg.steps, callbacks=[Callback(meter, steps)])
     with run.stage("train"):
-        train_in_run(loop, run, cfg.checkpoint_every, label=f"grokking {cfg.task}/{cfg.model}")
+        train_in_run(loop, run, cfg.checkpoint_every, label=f"grokking {cfg.data.name}/{cfg.model}")
     margins = class01_margins(stepper, data, members, cfg.margin_members)
     atomic_write_json(run.paths.artifact("margins.json"), margins)
     analysis = analyze(MetricsLog(run.paths.metrics).read())
