@@ -3,7 +3,7 @@
 Usage::
 
     python bench/bench_attention_grid.py            # 6 x 6 side by side + extrapolated full grid
-    python bench/bench_attention_grid.py --full     # ... and really run all 39 x 39 cells
+    python bench/bench_attention_grid.py --full     # ... and really run the study's grid
 
 1. Per-step cost at a few d: the naive reference (:func:`train_naive`: ``(X W) p`` with autograd
    and ``torch.optim.SGD``, ``O(n T d^2)`` per step) vs the fast path (``gram``: ``O((nT)^2)``
@@ -11,8 +11,9 @@ Usage::
 2. A 6 x 6 sub-grid (||mu|| spread over 5..100, d over ``--sub-d``, default 250..1000 because the
    naive path costs ``O(d^2)`` per step) trained at ``--steps`` (default 1000) by both paths,
    with the wall-time ratio and the largest difference of their final losses.
-3. The full 39 x 39 grid at ``--steps``: extrapolated from complete d-columns (all 39 ||mu||) at
-   a few d (clearly labelled), or measured with ``--full``.
+3. The study's grid, 39 x 39 cells for each n in (5, 10, 20, 40) and seeds 0, 1, 2, at
+   ``--steps``: extrapolated from complete d-columns (all 39 ||mu||) at a few d (clearly
+   labelled), or measured with ``--full``.
 
 The machine is shared with other jobs, so every number here is noisy.
 """
@@ -76,8 +77,8 @@ def side_by_side(sub_d, steps: int) -> None:
             h = train_naive(data, steps=steps, log_every=None).final()
             worst = max(
                 worst,
-                abs(h["train_loss"] - fast.train_loss[i, j]),
-                abs(h["test_loss"] - fast.test_loss[i, j]),
+                abs(h["train_loss"] - fast.train_loss[0, 0, i, j]),
+                abs(h["test_loss"] - fast.test_loss[0, 0, i, j]),
             )
     t_naive = time.perf_counter() - t0
     print(f"    naive per-cell autograd ({torch.get_num_threads()} thread(s)): {fmt_s(t_naive)}")
@@ -85,29 +86,39 @@ def side_by_side(sub_d, steps: int) -> None:
     print(f"    max |final loss difference| (float32, train+test): {worst:.2e}")
 
 
+STUDY_NS, STUDY_SEEDS = (5, 10, 20, 40), (0, 1, 2)  # the `grid` preset's n values and seeds
+
+
 def full_grid(steps: int, run_all: bool, executor: str, workers: int) -> None:
-    n_cells = len(MU_VALUES) * len(D_VALUES)
+    n_cells = len(MU_VALUES) * len(D_VALUES) * len(STUDY_NS) * len(STUDY_SEEDS)
+    shape = f"{len(MU_VALUES)} x {len(D_VALUES)} x n {STUDY_NS} x seeds {STUDY_SEEDS}"
     if run_all:
-        print(f"\n[3] full {len(MU_VALUES)} x {len(D_VALUES)} grid, {steps} steps, measured")
+        print(f"\n[3] full grid {shape}, {steps} steps, measured")
         t0 = time.perf_counter()
-        res = run_grid(steps=steps, executor=executor, workers=workers)
+        res = run_grid(
+            n_values=STUDY_NS, seeds=STUDY_SEEDS, steps=steps, executor=executor, workers=workers
+        )
         wall = time.perf_counter() - t0
         print(f"    {n_cells} cells, executor={executor}, workers={workers}: {fmt_s(wall)}")
         reg = res.regimes()
         counts = {name: int((reg == k).sum()) for k, name in enumerate(("not", "benign", "harm"))}
-        fit = res.boundary()
-        print(f"    regimes: {counts}; n SNR^2 = C fit: C = {fit.C:.1f} "
-              f"({fit.errors} of {fit.n_cells} benign/not-overfitting cells misclassified)")  # fmt: skip
+        law = res.power_law()
+        print(f"    regimes: {counts}; power law a = {law.a_mean:.2f} {law.a_interval}, "
+              f"b = {law.b_mean:.2f} {law.b_interval}")  # fmt: skip
         return
     probe = [250, 1250, 2500, 3750, 5000]
-    print(f"\n[3] full grid, EXTRAPOLATED from complete columns (39 ||mu||) at d = {probe}")
-    times = []
-    for d in probe:
-        t0 = time.perf_counter()
-        run_grid(MU_VALUES, [d], steps=steps, executor="local")
-        times.append(time.perf_counter() - t0)
-        print(f"    d={d:>5}: {times[-1]:.2f} s for 39 cells", flush=True)
-    est = float(np.interp(D_VALUES, probe, times).sum())
+    print(f"\n[3] full grid {shape}, EXTRAPOLATED from complete columns (39 ||mu||, seed 0) at "
+          f"d = {probe}")  # fmt: skip
+    est = 0.0
+    for n in STUDY_NS:
+        times = []
+        for d in probe:
+            t0 = time.perf_counter()
+            run_grid(MU_VALUES, [d], n_values=(n,), steps=steps, executor="local")
+            times.append(time.perf_counter() - t0)
+        col = float(np.interp(D_VALUES, probe, times).sum())
+        print(f"    n={n:>3}: {col:.1f} s for 39 x 39 cells (one seed)", flush=True)
+        est += col * len(STUDY_SEEDS)
     print(f"    extrapolated sequential (1 core) time for {n_cells} cells: {fmt_s(est)}")
     print(f"    with {workers} process workers (ideal split): {fmt_s(est / workers)}")
 

@@ -55,7 +55,7 @@ def test_ray_equals_local_bit_for_bit(local_ray):
 def test_attention_grid_on_ray_equals_local(local_ray):
     from genlab.studies.attention.grid import METRICS, run_grid
 
-    tiny = dict(steps=30, lr=0.3, n=6, n_test=30, T=4, seed=2, eta=0.34)
+    tiny = dict(steps=30, lr=0.3, n_values=(6,), n_test=30, T=4, seeds=(2,), eta=0.34)
     local = run_grid([2.0, 6.0], [16, 24], executor="local", **tiny)
     on_ray = run_grid([2.0, 6.0], [16, 24], executor="ray", **tiny)
     for k in METRICS:

@@ -17,19 +17,21 @@ from genlab.studies.attention.grid import (
     NOT_OVERFITTING,
     GridResult,
     classify_regimes,
+    fit_power_boundary,
     fit_snr_boundary,
     make_tasks,
+    mean_interval,
     reference_losses,
     run_grid,
 )
 
-TINY = dict(steps=30, lr=0.3, n=6, n_test=30, T=4, seed=2, eta=0.34)
+TINY = dict(steps=30, lr=0.3, n_values=(6,), n_test=30, T=4, seeds=(2,), eta=0.34)
+CELL = dict(n=6, n_test=30, T=4, seed=2, eta=0.34)
 EPS64, EPS32 = torch.finfo(torch.float64).eps, torch.finfo(torch.float32).eps
 
 
 def _cell(mu: float, d: int):
-    kw = {k: TINY[k] for k in ("n", "n_test", "T", "seed", "eta")}
-    return make_token_data(d=d, mu_norm=mu, dtype=torch.float64, **kw)
+    return make_token_data(d=d, mu_norm=mu, dtype=torch.float64, **CELL)
 
 
 def _rounding_atol(data, eps: float) -> float:
@@ -69,7 +71,7 @@ def test_local_and_process_executors_agree_and_match_single_cells():
     proc = run_grid(mus, ds, executor="process", workers=2, **TINY)
     assert calls[-1] == (4, 4)
     for k in METRICS:
-        assert local.metrics[k].shape == (2, 2)
+        assert local.metrics[k].shape == (1, 1, 2, 2)
         np.testing.assert_array_equal(local.metrics[k], proc.metrics[k])  # bit for bit
     # A grid cell is the single-cell model trained on make_token_data(...): check one in float64.
     g64 = run_grid([6.0], [24], dtype=torch.float64, **TINY)
@@ -77,9 +79,9 @@ def test_local_and_process_executors_agree_and_match_single_cells():
     ref = train_naive(data, steps=TINY["steps"], lr=TINY["lr"], log_every=None).final()
     atol = 2 * _rounding_atol(data, EPS64)  # two float64 code paths
     for k in ("train_loss", "test_loss", "noisy_train_acc", "test_acc", "attn_relevant_test"):
-        assert g64.metrics[k][0, 0] == pytest.approx(ref[k], abs=atol)
+        assert g64.metrics[k][0, 0, 0, 0] == pytest.approx(ref[k], abs=atol)
     # float32 vs float64: the float32 rounding of one training (and of storing the result)
-    assert abs(local.test_loss[1, 1] - ref["test_loss"]) <= _rounding_atol(data, EPS32)
+    assert abs(local.test_loss[0, 0, 1, 1] - ref["test_loss"]) <= _rounding_atol(data, EPS32)
 
 
 def test_chunking_changes_only_float_rounding():
@@ -112,11 +114,15 @@ def test_classify_regimes_on_synthetic_points():
     noisy_acc = np.array([0.0, 0.25, 1.0, 1.0, 0.5, 0.75])
     test_loss = np.array([opt, unif, opt + 0.01, unif - 0.01, opt + 0.3 * (unif - opt), unif])
     mu = np.full(6, 20.0)
-    got = classify_regimes(noisy_acc, test_loss, mu)
+    loose = classify_regimes(noisy_acc, test_loss, mu, fit_threshold=0.5)
     want = [NOT_OVERFITTING, NOT_OVERFITTING, BENIGN, HARMFUL, BENIGN, HARMFUL]
-    assert got.tolist() == want
+    assert loose.tolist() == want
+    paper = classify_regimes(noisy_acc, test_loss, mu)  # default: every label fit
+    assert paper.tolist() == [0, 0, BENIGN, HARMFUL, 0, 0]
     strict = classify_regimes(noisy_acc, test_loss, mu, fit_threshold=1.0, benign_gap=0.2)
     assert strict.tolist() == [0, 0, BENIGN, HARMFUL, 0, 0]
+    clean = np.array([1.0, 1.0, 0.95, 1.0, 1.0, 1.0])  # one clean label lost in cell 2
+    assert classify_regimes(noisy_acc, test_loss, mu, clean_train_acc=clean)[2] == 0
 
 
 def test_fit_snr_boundary_recovers_the_threshold():
@@ -140,12 +146,92 @@ def test_grid_result_helpers():
     mu = np.array([5.0, 100.0])
     d = np.array([250, 5000])
     opt, unif = reference_losses(mu)
-    metrics = {k: np.zeros((2, 2)) for k in METRICS}
-    metrics["noisy_train_acc"] = np.array([[1.0, 1.0], [0.0, 1.0]])
-    metrics["test_loss"] = np.array([[unif[0], unif[0]], [opt[1], opt[1]]])
-    res = GridResult(mu, d, metrics, {"n": 20, "sigma": 1.0, "T": 8})
-    np.testing.assert_allclose(res.n_snr2, [[2.0, 0.1], [800.0, 40.0]])
-    assert res.regimes().tolist() == [[HARMFUL, HARMFUL], [NOT_OVERFITTING, BENIGN]]
+    metrics = {k: np.zeros((1, 1, 2, 2)) for k in METRICS}
+    metrics["noisy_train_acc"] = np.array([[[[1.0, 1.0], [0.0, 1.0]]]])
+    metrics["clean_train_acc"] = np.ones((1, 1, 2, 2))
+    metrics["test_loss"] = np.array([[[[unif[0], unif[0]], [opt[1], opt[1]]]]])
+    res = GridResult(np.array([20]), np.array([0]), mu, d, metrics, {"sigma": 1.0, "T": 8})
+    np.testing.assert_allclose(res.n_snr2[0, 0], [[2.0, 0.1], [800.0, 40.0]])
+    assert res.regimes()[0, 0].tolist() == [[HARMFUL, HARMFUL], [NOT_OVERFITTING, BENIGN]]
     fit = res.boundary()
     assert fit.errors == 0 and 40 < fit.C < 800
-    assert res.to_dict()["metrics"]["test_loss"][1][0] == pytest.approx(opt[1])
+    again = GridResult.from_dict(res.to_dict())
+    assert again.test_loss[0, 0, 1, 0] == pytest.approx(opt[1]) and again.shape == res.shape
+
+
+def test_grid_over_n_and_seeds_places_each_cell_where_a_single_run_puts_it():
+    both = run_grid([2.0, 6.0], [16], **{**TINY, "n_values": (6, 8), "seeds": (2, 5)})
+    assert both.shape == (2, 2, 2, 1)
+    for i, n in enumerate((6, 8)):
+        for j, seed in enumerate((2, 5)):
+            one = run_grid([2.0, 6.0], [16], **{**TINY, "n_values": (n,), "seeds": (seed,)})
+            for k in METRICS:
+                np.testing.assert_array_equal(both.metrics[k][i, j], one.metrics[k][0, 0])
+    # seeds redraw the data: the two seeds differ somewhere
+    assert not np.array_equal(both.test_loss[:, 0], both.test_loss[:, 1])
+
+
+def _law_cells(a: float, b: float, c: float, seed: int, ns=(5, 10, 20, 40)):
+    """Cells on a log grid labelled by ||mu||* = c n^a d^b, with 3% of labels flipped."""
+    rng = np.random.default_rng(seed)
+    n, mu, d = np.meshgrid(
+        np.array(ns, float), np.geomspace(5, 100, 20), np.geomspace(250, 5000, 20), indexing="ij"
+    )
+    lab = np.where(mu < c * n**a * d**b, BENIGN, NOT_OVERFITTING)
+    flip = rng.random(lab.shape) < 0.03
+    lab = np.where(flip, BENIGN + NOT_OVERFITTING - lab, lab)
+    return n, mu, d, lab
+
+
+@pytest.mark.parametrize(("a", "b", "c"), [(-0.5, 0.5, 3.0), (-1.0, 1.5, 0.05), (0.5, 0.25, 2.0)])
+def test_fit_power_boundary_recovers_the_exponents(a, b, c):
+    n, mu, d, lab = _law_cells(a, b, c, seed=0)
+    fit = fit_power_boundary(n, mu, d, lab)
+    clean = fit_power_boundary(n, mu, d, np.where(mu < c * n**a * d**b, BENIGN, NOT_OVERFITTING))
+    assert clean.errors == 0
+    assert clean.a_range[0] <= a <= clean.a_range[1] and clean.b_range[0] <= b <= clean.b_range[1]
+    # with 3% flipped labels: near the truth, and no worse than the true law itself
+    truth = np.where(mu < c * n**a * d**b, BENIGN, NOT_OVERFITTING)
+    assert fit.errors <= int((truth != lab).sum())
+    assert abs(fit.a - a) <= 0.25 and abs(fit.b - b) <= 0.25
+
+
+def test_fit_power_boundary_with_one_n_fixes_a_and_ignores_harmful_cells():
+    n, mu, d, lab = _law_cells(-0.5, 0.5, 3.0, seed=1, ns=(20,))
+    lab = lab.copy()
+    lab[0, :3, :] = HARMFUL
+    fit = fit_power_boundary(n, mu, d, lab)
+    assert fit.a == 0.0 and abs(fit.b - 0.5) <= 0.15
+    assert fit.n_cells == int(((lab == BENIGN) | (lab == NOT_OVERFITTING)).sum())
+
+
+def _law_result(a: float, b: float, c: float, seeds=(0, 1, 2)) -> GridResult:
+    """A GridResult whose regimes follow ||mu||* = c n^a d^b (3% flips per seed)."""
+    cells = [_law_cells(a, b, c, seed) for seed in seeds]
+    n, mu, d, _ = cells[0]
+    lab = np.stack([x[3] for x in cells], 1)  # (n, seed, mu, d)
+    opt, unif = reference_losses(mu[0, :, 0])
+    metrics = {k: np.zeros(lab.shape) for k in METRICS}
+    metrics["clean_train_acc"][:] = 1.0
+    metrics["noisy_train_acc"] = (lab == BENIGN).astype(float)
+    metrics["test_loss"] = np.broadcast_to(opt[None, None, :, None], lab.shape).copy()
+    return GridResult(n[:, 0, 0], np.array(seeds), mu[0, :, 0], d[0, 0], metrics,
+                      {"sigma": 1.0, "T": 8})  # fmt: skip
+
+
+def test_power_law_over_seeds_accepts_the_true_form_and_rejects_another():
+    snr_law = _law_result(-0.5, 0.5, 3.0).power_law()
+    assert snr_law.identified and snr_law.holds(-0.5, 0.5) is True
+    lo, hi = snr_law.b_interval
+    assert lo <= 0.5 <= hi and hi - lo < 0.5
+    steep = _law_result(-1.0, 1.5, 0.05).power_law()
+    assert steep.holds(-0.5, 0.5) is False and steep.holds(-1.0, 1.5) is True
+    one_seed = _law_result(-0.5, 0.5, 3.0, seeds=(0,)).power_law()
+    assert one_seed.holds(-0.5, 0.5) is None  # no interval from one seed
+
+
+def test_mean_interval_is_the_t_interval():
+    mean, (lo, hi) = mean_interval([1.0, 2.0, 3.0])
+    half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t_{0.975, 2} * s / sqrt(3)
+    assert mean == 2.0 and lo == pytest.approx(2 - half) and hi == pytest.approx(2 + half)
+    assert math.isnan(mean_interval([1.0])[1][0])

@@ -5,11 +5,11 @@ import pytest
 
 from genlab.runs import MetricsLog, execute
 from genlab.studies import STUDIES
-from genlab.studies.attention.config import TaskConfig
+from genlab.studies.attention.config import RegimeConfig, TaskConfig
 from genlab.studies.attention.run import measure_setting
 
 ATTENTION = STUDIES["attention"]
-FIGURES = ("fig3_attention", "grid_losses", "grid_regimes", "delayed", "transformer")
+FIGURES = ("fig3_attention", "grid_regimes", "delayed", "transformer")
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +27,13 @@ def test_smoke_run_is_complete(smoke_run):
     for art in ("grid.json", "fig3.json", "delayed.json", "transformer.json"):
         assert paths.artifact(art).exists(), art
     grid = json.loads(paths.artifact("grid.json").read_text())
-    assert np.array(grid["regimes"]).shape == (4, 4)
+    assert np.array(grid["regimes"]).shape == (2, 2, 4, 4)  # n x seed x ||mu|| x d
     assert set(grid["boundary"]) == {"C", "errors", "n_cells"}
+    assert len(grid["power_law"]["per_seed"]) == 2 and set(grid["sensitivity"]) == {
+        "0.5",
+        "0.75",
+        "1.0",
+    }
     splits = {r["split"] for r in MetricsLog(paths.metrics).read()}
     assert {"fig3/benign", "fig3/large-noise", "fig3/large-signal", "transformer"} <= splits
     assert "grid/progress" in splits
@@ -86,9 +91,10 @@ def test_sigkill_inside_a_part_then_resume_equals_uninterrupted(
 
 def test_regimes_of_hand_picked_settings():
     task = TaskConfig(n_test=500)
-    large_signal = measure_setting(task, d=500, mu_norm=100.0, steps=1000, lr=5e-3)
+    rule = RegimeConfig()
+    large_signal = measure_setting(task, rule, d=500, mu_norm=100.0, steps=1000, lr=5e-3)
     assert large_signal["regime"] == "not_overfitting"
     assert large_signal["noisy_train_acc"] == 0.0 and large_signal["test_acc"] > 0.95
-    benign = measure_setting(task, d=2000, mu_norm=20.0, steps=2000, lr=5e-3)
+    benign = measure_setting(task, rule, d=2000, mu_norm=20.0, steps=2000, lr=5e-3)
     assert benign["regime"] == "benign"
     assert benign["noisy_train_acc"] == 1.0 and benign["test_acc"] > 0.95

@@ -10,28 +10,30 @@ import numpy as np
 from genlab.models.token_attention import (
     TrainHistory,
 )
-from genlab.studies.attention.config import TOKEN_NAMES, TaskConfig
+from genlab.studies.attention.config import TOKEN_NAMES, RegimeConfig, TaskConfig
 from genlab.studies.attention.grid import (
     REGIMES,
     classify_regimes,
 )
 
 
-def regime_of(noisy_train_acc: float, test_loss: float, mu_norm: float, task: TaskConfig,
-              fit_threshold: float = 0.5, benign_gap: float = 0.5) -> str:  # fmt: skip
-    """The measured regime (:data:`genlab.studies.attention.grid.REGIMES`) of one trained setting, by the grid's
-    rule (:func:`genlab.studies.attention.grid.classify_regimes`). Without label noise nothing can be overfit:
-    ``not_overfitting``."""
-    if not math.isfinite(noisy_train_acc):
+def regime_of(fin: dict, mu_norm: float, task: TaskConfig, rule: RegimeConfig) -> str:
+    """The measured regime (:data:`~genlab.studies.attention.grid.REGIMES`) of one trained
+    setting from its final numbers ``fin`` (``noisy_train_acc``, ``clean_train_acc``,
+    ``test_loss``), by the study's one rule (:func:`~genlab.studies.attention.grid.
+    classify_regimes` with ``rule``'s thresholds). Without label noise nothing can be
+    overfit: ``not_overfitting``."""
+    if not math.isfinite(fin["noisy_train_acc"]):
         return "not_overfitting"
     code = classify_regimes(
-        np.array([noisy_train_acc]),
-        np.array([test_loss]),
+        np.array([fin["noisy_train_acc"]]),
+        np.array([fin["test_loss"]]),
         np.array([mu_norm]),
+        clean_train_acc=np.array([fin["clean_train_acc"]]),
         T=task.T,
         sigma=task.sigma,
-        fit_threshold=fit_threshold,
-        benign_gap=benign_gap,
+        fit_threshold=rule.fit_threshold,
+        benign_gap=rule.benign_gap,
     )[0]
     return REGIMES[int(code)]
 
@@ -60,39 +62,66 @@ def token_kind(t: int) -> str:
 
 
 def grid_numbers(raw: dict) -> dict:
-    reg = np.array(raw["regimes"])
+    """Key numbers of a grid run (``grid.json``): cells per regime (over every n, seed,
+    ||mu||, d), the n SNR^2 = C fit, the power-law boundary's exponents with their intervals
+    over seeds, and how often the seeds agree on a cell's regime."""
+    reg = np.array(raw["regimes"])  # (n, seed, mu, d)
     counts = {name: int((reg == i).sum()) for i, name in enumerate(REGIMES)}
     b = raw["boundary"]
     err = b["errors"] / b["n_cells"] if b["n_cells"] else float("nan")
-    return {"C": b["C"], "misclassified": err, "cells": int(reg.size), **counts}
+    law = raw["power_law"]
+    agree = (reg == reg[:, :1]).all(axis=1)  # (n, mu, d): every seed in one regime
+    return {
+        "C": b["C"], "misclassified": err, "cells": int(reg.size), **counts,
+        "a": law["a_mean"], "a_interval": law["a_interval"],
+        "b": law["b_mean"], "b_interval": law["b_interval"],
+        "power_law_misclassified": [f["errors"] / f["n_cells"] if f["n_cells"] else float("nan")
+                                    for f in law["per_seed"]],
+        "seeds_agree": float(agree.mean()),
+        "power_law": law,
+    }  # fmt: skip
 
 
-def delayed_analysis(steps: np.ndarray, train_acc: np.ndarray, test_loss: np.ndarray,
-                     min_improvement: float) -> dict:  # fmt: skip
-    """Fit step (first logged step with every training label fit, flipped ones included), the
-    step of the smallest test loss, and whether test loss kept falling after the fit by at least
-    ``min_improvement`` (relative) - delayed generalization."""
-    fitted = np.flatnonzero(train_acc >= 1.0)
-    j_min = int(np.nanargmin(test_loss))
-    res = {
-        "fit_step": None,
+def delayed_analysis(
+    steps: np.ndarray,
+    train_acc: np.ndarray,
+    test_loss: np.ndarray,
+    min_rise: float,
+    min_fall: float,
+) -> dict:
+    """Delayed generalization, the paper's signature: an overfitting phase in which the test
+    loss rises, then a later fall.
+
+    With ``L`` the test loss at the logged ``steps``: the *peak* is the step maximising the
+    rise ``L[j] - min(L[:j+1])`` above the running minimum, and the *pre-peak minimum* that
+    running minimum. ``rise = (L_peak - L_premin) / L_premin`` and
+    ``fall = (L_peak - min(L[peak:])) / L_peak``; the signature is present (``delayed``) iff
+    ``rise >= min_rise`` and ``fall >= min_fall``. Its timescale: ``peak_step`` and
+    ``recover_step``, the first step after the peak with ``L`` back at or below the pre-peak
+    minimum (None: not within the run). ``fit_step``: first logged step with every training
+    label (flipped ones included) fit, or None.
+    """
+    steps = np.asarray(steps)
+    loss = np.asarray(test_loss, dtype=float)
+    run_min = np.minimum.accumulate(loss)
+    j_peak = int(np.argmax(loss - run_min))
+    j_pre = int(np.argmin(loss[: j_peak + 1]))
+    pre, peak = float(loss[j_pre]), float(loss[j_peak])
+    post = float(loss[j_peak:].min())
+    back = np.flatnonzero(loss[j_peak:] <= pre)
+    fitted = np.flatnonzero(np.asarray(train_acc) >= 1.0)
+    rise = (peak - pre) / pre if pre > 0 else 0.0
+    fall = (peak - post) / peak if peak > 0 else 0.0
+    j_min = int(np.argmin(loss))
+    return {
+        "fit_step": int(steps[fitted[0]]) if fitted.size else None,
+        "premin_step": int(steps[j_pre]),
+        "peak_step": int(steps[j_peak]),
+        "recover_step": int(steps[j_peak + back[0]]) if back.size and rise > 0 else None,
+        "rise": rise,
+        "fall": fall,
         "min_step": int(steps[j_min]),
-        "min_test_loss": float(test_loss[j_min]),
-        "test_loss_at_fit": None,
-        "final_test_loss": float(test_loss[-1]),
-        "improvement_after_fit": None,
-        "delayed": False,
+        "min_test_loss": float(loss[j_min]),
+        "final_test_loss": float(loss[-1]),
+        "delayed": bool(rise >= min_rise and fall >= min_fall),
     }
-    if fitted.size:
-        jf = int(fitted[0])
-        at_fit = float(test_loss[jf])
-        after = float(np.nanmin(test_loss[jf:]))
-        res.update(fit_step=int(steps[jf]), test_loss_at_fit=at_fit)
-        res["improvement_after_fit"] = (at_fit - after) / at_fit
-        res["delayed"] = bool(res["improvement_after_fit"] >= min_improvement)
-    # an overfitting phase: test loss rising somewhere before its minimum
-    before = test_loss[: j_min + 1]
-    run_min = np.minimum.accumulate(before)
-    rise = before - run_min
-    res["overfitting_bump"] = float(np.nanmax(rise)) if rise.size else 0.0
-    return res

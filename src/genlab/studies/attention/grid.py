@@ -1,9 +1,13 @@
 """Phase diagram of token-selection attention over (||mu||, d): executor, regimes, boundary fit.
 
-:func:`run_grid` trains the model of :mod:`genlab.models.token_attention` on every cell of a
-``||mu|| x d`` grid (default 39 x 39 = 1,521 cells: ||mu|| in {5, 7.5, ..., 100}, d in
-{250, 375, ..., 5000}; n = 20, T = 8, rho = 0.1, eta = 0.2, lr 5e-3, 1000 steps) and returns
-the final metrics of each cell as a :class:`GridResult` (arrays indexed ``[i_mu, j_d]``).
+:func:`run_grid` trains the model of :mod:`genlab.models.token_attention` on every cell of an
+``n x seed x ||mu|| x d`` grid (default 39 x 39 cells per (n, seed): ||mu|| in {5, 7.5, ...,
+100}, d in {250, 375, ..., 5000}; T = 8, rho = 0.1, eta = 0.2, lr 5e-3, 1000 steps) and returns
+the final metrics of each cell as a :class:`GridResult` (arrays indexed
+``[i_n, i_seed, i_mu, j_d]``). Regimes follow :func:`classify_regimes`; the boundary between
+benign and not-overfitting cells is fitted as ``n SNR^2 = C`` (:func:`fit_snr_boundary`) and as
+a general power law ``||mu||* = c n^a d^b`` per seed with intervals over seeds
+(:func:`fit_power_boundary`, :func:`power_law_over_seeds`).
 
 How a cell is computed. Cells are grouped by ``d``; a group (or a chunk of it) is one task.
 Within a task all cells share the seed, hence (see :mod:`genlab.data.tokens`) the same
@@ -184,9 +188,12 @@ def _run_task(task: GridTask) -> dict[str, np.ndarray]:
 
 @dataclass
 class GridResult:
-    """Final per-cell metrics of a grid run: ``metrics[name]`` is (len(mu_values), len(d_values)),
-    indexed ``[i_mu, j_d]`` (names in :data:`METRICS`). ``config`` records the settings."""
+    """Final per-cell metrics of a grid run: ``metrics[name]`` is
+    (len(n_values), len(seeds), len(mu_values), len(d_values)), indexed
+    ``[i_n, i_seed, i_mu, j_d]`` (names in :data:`METRICS`). ``config`` records the settings."""
 
+    n_values: np.ndarray
+    seeds: np.ndarray
     mu_values: np.ndarray
     d_values: np.ndarray
     metrics: dict[str, np.ndarray]
@@ -200,18 +207,29 @@ class GridResult:
         raise AttributeError(name)
 
     @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.n_values), len(self.seeds), len(self.mu_values), len(self.d_values))
+
+    def axes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(n, ||mu||, d) of every cell, each broadcast to :attr:`shape`."""
+        n = np.asarray(self.n_values, dtype=float)[:, None, None, None]
+        mu = np.asarray(self.mu_values, dtype=float)[None, None, :, None]
+        d = np.asarray(self.d_values, dtype=float)[None, None, None, :]
+        return tuple(np.broadcast_to(a, self.shape) for a in (n, mu, d))
+
+    @property
     def n_snr2(self) -> np.ndarray:
-        """(len(mu), len(d)) ``n SNR^2 = n ||mu||^2 / (sigma^2 d)``."""
-        n, sigma = self.config["n"], self.config["sigma"]
-        return n * self.mu_values[:, None] ** 2 / (sigma**2 * self.d_values[None, :])
+        """``n SNR^2 = n ||mu||^2 / (sigma^2 d)`` of every cell (:attr:`shape`)."""
+        n, mu, d = self.axes()
+        return n * mu**2 / (self.config["sigma"] ** 2 * d)
 
     def regimes(self, **kwargs) -> np.ndarray:
         """Regime codes (:data:`REGIMES`) of every cell; keywords as :func:`classify_regimes`."""
-        mu = np.broadcast_to(self.mu_values[:, None], self.test_loss.shape)
         return classify_regimes(
             self.noisy_train_acc,
             self.test_loss,
-            mu,
+            self.axes()[1],
+            clean_train_acc=self.clean_train_acc,
             T=self.config["T"],
             sigma=self.config["sigma"],
             **kwargs,
@@ -221,15 +239,33 @@ class GridResult:
         """Fit ``n SNR^2 = C`` between benign and not-overfitting cells (:func:`fit_snr_boundary`)."""
         return fit_snr_boundary(self.n_snr2, self.regimes(**kwargs))
 
+    def power_law(self, **kwargs) -> PowerLawSummary:
+        """Fit ``||mu||* = c n^a d^b`` per seed (:func:`fit_power_boundary`), with intervals."""
+        return power_law_over_seeds(self, self.regimes(**kwargs))
+
     def to_dict(self) -> dict:
         """JSON-ready nested lists."""
         return {
+            "n_values": np.asarray(self.n_values).tolist(),
+            "seeds": np.asarray(self.seeds).tolist(),
             "mu_values": self.mu_values.tolist(),
             "d_values": self.d_values.tolist(),
             "metrics": {k: v.tolist() for k, v in self.metrics.items()},
             "config": dict(self.config),
             "wall_s": self.wall_s,
         }
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> GridResult:
+        return cls(
+            np.array(raw["n_values"], dtype=int),
+            np.array(raw["seeds"], dtype=int),
+            np.array(raw["mu_values"], dtype=float),
+            np.array(raw["d_values"], dtype=int),
+            {k: np.array(v, dtype=float) for k, v in raw["metrics"].items()},
+            raw["config"],
+            float(raw.get("wall_s", 0.0)),
+        )
 
 
 def make_tasks(
@@ -263,11 +299,11 @@ def run_grid(
     mu_values: Sequence[float] = MU_VALUES,
     d_values: Sequence[int] = D_VALUES,
     *,
+    n_values: Sequence[int] = (20,),
+    seeds: Sequence[int] = (0,),
     steps: int = 1000,
     lr: float = 5e-3,
-    n: int = 20,
     eta: float = 0.2,
-    seed: int = 0,
     n_test: int = 1000,
     T: int = 8,
     rho: float = 0.1,
@@ -284,46 +320,65 @@ def run_grid(
     mp_context: str = "spawn",
     progress: Callable[[int, int], None] | None = None,
 ) -> GridResult:
-    """Train every ``(||mu||, d)`` cell and collect its final metrics (:data:`METRICS`).
+    """Train every ``(n, seed, ||mu||, d)`` cell and collect its final metrics (:data:`METRICS`).
 
     ``executor``: ``"local"`` (this process, tasks one after another), ``"process"``
     (``ProcessPoolExecutor`` with ``workers`` processes, default ``os.cpu_count()``, start
     method ``mp_context``) or
     ``"ray"`` (``ray.init(address=ray_address)`` when given, else a local ``ray.init()``; Ray
     must be installed). Each task runs with ``threads`` intra-op threads (default 1 - the
-    parallelism is across tasks). Tasks: one per d, split so that each stays under
-    ``memory_budget_bytes`` and ``max_cells_per_task`` (:func:`make_tasks`).
-    ``progress(done_cells, total_cells)`` is called after each task. All cells share ``seed``
-    (data noise and ``W_0`` depend on ``(seed, d)`` only, so a row of the diagram compares
-    signal strengths on the very same noise).
+    parallelism is across tasks). Tasks: one per (n, seed, d), split so that each stays under
+    ``memory_budget_bytes`` and ``max_cells_per_task`` (:func:`make_tasks`); all go to the
+    executor at once, most expensive first. ``progress(done_cells, total_cells)`` is called
+    after each task. Within one (n, seed) all cells share the data noise and ``W_0`` of each d
+    (they depend on ``(n, seed, d)`` only), so a row of the diagram compares signal strengths
+    on the very same noise; seeds redraw noise, labels to flip and ``W_0``.
     """
     if executor not in ("local", "process", "ray"):
         raise ConfigError("executor", f"must be 'local', 'process' or 'ray', got {executor!r}")
     mu_arr = np.asarray([float(x) for x in mu_values])
     d_arr = np.asarray([int(x) for x in d_values])
-    if len(set(mu_arr.tolist())) != len(mu_arr) or len(set(d_arr.tolist())) != len(d_arr):
-        raise ConfigError("mu_values/d_values", "grid values must be distinct")
+    n_arr = np.asarray([int(x) for x in n_values])
+    seed_arr = np.asarray([int(x) for x in seeds])
+    for name, arr in (("mu_values", mu_arr), ("d_values", d_arr), ("n_values", n_arr),
+                      ("seeds", seed_arr)):  # fmt: skip
+        if arr.size == 0 or len(set(arr.tolist())) != len(arr):
+            raise ConfigError(name, "grid values must be distinct and non-empty")
     settings = dict(
-        n=n, n_test=n_test, T=T, rho=rho, eta=eta, sigma=sigma, seed=seed, steps=steps, lr=lr,
+        n_test=n_test, T=T, rho=rho, eta=eta, sigma=sigma, steps=steps, lr=lr,
         w_init=w_init, train_w=train_w, dtype=str(dtype).removeprefix("torch."), threads=threads,
     )  # fmt: skip
-    tasks = make_tasks(
-        mu_arr, d_arr, max_cells_per_task=max_cells_per_task,
-        memory_budget_bytes=memory_budget_bytes, **settings,
-    )  # fmt: skip
-    metrics = {k: np.full((len(mu_arr), len(d_arr)), np.nan) for k in METRICS}
+    tasks = [
+        task
+        for n in n_arr
+        for seed in seed_arr
+        for task in make_tasks(
+            mu_arr,
+            d_arr,
+            max_cells_per_task=max_cells_per_task,
+            memory_budget_bytes=memory_budget_bytes,
+            n=int(n),
+            seed=int(seed),
+            **settings,
+        )  # fmt: skip
+    ]
+    # Most expensive first (O(m^2) per cell and step, m = n T; then d), for load balance.
+    tasks.sort(key=lambda t: (t.n, t.d), reverse=True)
+    shape = (len(n_arr), len(seed_arr), len(mu_arr), len(d_arr))
+    metrics = {k: np.full(shape, np.nan) for k in METRICS}
     mu_index = {float(mu): i for i, mu in enumerate(mu_arr)}
-    total = len(mu_arr) * len(d_arr)
+    total = int(np.prod(shape))
     done = 0
 
     def on_done(task: GridTask, out: dict[str, np.ndarray]) -> None:
         nonlocal done
-        cols = np.nonzero(d_arr == task.d)[0]
+        i_n = int(np.flatnonzero(n_arr == task.n)[0])
+        i_s = int(np.flatnonzero(seed_arr == task.seed)[0])
+        j = int(np.flatnonzero(d_arr == task.d)[0])
         rows = [mu_index[mu] for mu in task.mus]
         for k in METRICS:
-            for j in cols:
-                metrics[k][rows, j] = out[k]
-        done += len(rows) * len(cols)
+            metrics[k][i_n, i_s, rows, j] = out[k]
+        done += len(rows)
         if progress is not None:
             progress(done, total)
 
@@ -333,7 +388,7 @@ def run_grid(
         ray_address=ray_address, on_done=on_done, mp_context=mp_context,
     )  # fmt: skip
     config = dict(settings, executor=executor, n_tasks=len(tasks))
-    return GridResult(mu_arr, d_arr, metrics, config, time.perf_counter() - start)
+    return GridResult(n_arr, seed_arr, mu_arr, d_arr, metrics, config, time.perf_counter() - start)
 
 
 # --------------------------------------------------------------------------------------------
@@ -367,25 +422,28 @@ def classify_regimes(
     test_loss: np.ndarray,
     mu_norm: np.ndarray,
     *,
+    clean_train_acc: np.ndarray | float = 1.0,
     T: int = 8,
     sigma: float = 1.0,
-    fit_threshold: float = 0.5,
+    fit_threshold: float = 1.0,
     benign_gap: float = 0.5,
 ) -> np.ndarray:
     """Regime code (:data:`REGIMES`) per cell; arrays of one shape.
 
-    * not overfitting: ``noisy_train_acc < fit_threshold`` (the flipped samples are not
-      memorised; default: fewer than half of them are classified as their flipped label);
-    * otherwise overfitting, split by the normalised test loss
+    * overfitting: at least ``fit_threshold`` of the flipped training labels and of the clean
+      ones are fit (classified as their observed label). The default 1.0 is the paper's
+      overfitting: every training label fit, training error 0;
+    * not overfitting otherwise;
+    * an overfitting cell is benign or harmful by the normalised test loss
       ``g = (test_loss - L_opt) / (L_unif - L_opt)`` (:func:`reference_losses`; 0 = the
       clean-signal optimum, 1 = uniform attention): benign if ``g <= benign_gap``, harmful if
       above.
     """
     opt, unif = reference_losses(mu_norm, T, sigma)
     gap = (np.asarray(test_loss) - opt) / (unif - opt)
-    fitted = np.asarray(noisy_train_acc) >= fit_threshold
+    fit = np.minimum(np.asarray(noisy_train_acc), np.asarray(clean_train_acc))
     out = np.where(gap <= benign_gap, BENIGN, HARMFUL)
-    return np.where(fitted, out, NOT_OVERFITTING).astype(np.int8)
+    return np.where(fit >= fit_threshold, out, NOT_OVERFITTING).astype(np.int8)
 
 
 @dataclass
@@ -423,3 +481,155 @@ def fit_snr_boundary(n_snr2: np.ndarray, regimes: np.ndarray) -> BoundaryFit:
     best = np.flatnonzero(errs == errs.min())
     c = float(cands[best[len(best) // 2]])
     return BoundaryFit(C=c, errors=int(errs.min()), n_cells=int(x.size))
+
+
+@dataclass
+class PowerLawFit:
+    """``||mu||* = c n^a d^b`` separating benign (``||mu|| < ||mu||*``) from not-overfitting
+    cells, the candidate with the fewest misclassified cells; ``a_range`` / ``b_range``: the
+    span of the exponents of every candidate with that many errors (how well the data pin
+    them down)."""
+
+    c: float
+    a: float
+    b: float
+    errors: int
+    n_cells: int
+    a_range: tuple[float, float]
+    b_range: tuple[float, float]
+
+
+EXPONENTS_A = tuple(np.round(np.arange(-3.0, 3.0001, 0.05), 2))
+EXPONENTS_B = tuple(np.round(np.arange(-1.0, 4.0001, 0.05), 2))
+
+
+def fit_power_boundary(
+    n: np.ndarray,
+    mu: np.ndarray,
+    d: np.ndarray,
+    regimes: np.ndarray,
+    a_values: Sequence[float] = EXPONENTS_A,
+    b_values: Sequence[float] = EXPONENTS_B,
+) -> PowerLawFit:
+    """Exhaustive search over exponents ``(a, b)`` on a grid (and, for each, the best ``c`` by
+    the 1-D threshold search of :func:`fit_snr_boundary`) of the rule "benign iff
+    ``log ||mu|| < log c + a log n + b log d``, not overfitting otherwise", scored by the number
+    of misclassified benign and not-overfitting cells (harmful cells are ignored). With one
+    value of n, ``a`` is not identified and is fixed at 0 (``c`` absorbs ``n^a``). Among the
+    optimal candidates the one nearest their centroid is returned. ``n SNR^2 = C`` is the
+    special case ``a = -1/2, b = 1/2``."""
+    lab = np.asarray(regimes).ravel()
+    keep = (lab == BENIGN) | (lab == NOT_OVERFITTING)
+    ln, lm, ld = (np.log(np.asarray(v, dtype=float).ravel()[keep]) for v in (n, mu, d))
+    benign = lab[keep] == BENIGN
+    if benign.size == 0:
+        nan = (float("nan"),) * 2
+        return PowerLawFit(float("nan"), float("nan"), float("nan"), 0, 0, nan, nan)
+    if np.unique(ln).size < 2:
+        a_values = (0.0,)
+    cand = np.array([(a, b) for a in a_values for b in b_values], dtype=float)  # (K, 2)
+    errors = np.empty(len(cand), dtype=np.int64)
+    thresholds = np.empty(len(cand))
+    for k0 in range(0, len(cand), 256):
+        block = cand[k0 : k0 + 256]
+        x = lm[None] - block[:, :1] * ln[None] - block[:, 1:] * ld[None]  # (k, N)
+        order = np.argsort(x, axis=1, kind="stable")
+        xs = np.take_along_axis(x, order, axis=1)
+        bs = np.take_along_axis(np.broadcast_to(benign, x.shape), order, axis=1)
+        # a threshold after the first j sorted cells: errors = not-overfitting among them +
+        # benign after them; j = 0..N. Only cuts between distinct values are allowed.
+        not_before = np.concatenate([np.zeros((len(block), 1)), np.cumsum(~bs, 1)], 1)
+        ben_after = bs.sum(1, keepdims=True) - np.concatenate(
+            [np.zeros((len(block), 1)), np.cumsum(bs, 1)], 1
+        )
+        err = not_before + ben_after  # (k, N + 1)
+        tied = np.concatenate(
+            [
+                np.zeros((len(block), 1), bool),
+                xs[:, 1:] == xs[:, :-1],
+                np.zeros((len(block), 1), bool),
+            ],
+            1,
+        )
+        err = np.where(tied, np.inf, err)
+        j = np.argmin(err, axis=1)
+        errors[k0 : k0 + 256] = err[np.arange(len(block)), j]
+        lo = np.where(j > 0, xs[np.arange(len(block)), np.maximum(j - 1, 0)], xs[:, 0] - 1.0)
+        hi = np.where(j < xs.shape[1], xs[np.arange(len(block)), np.minimum(j, xs.shape[1] - 1)],
+                      xs[:, -1] + 1.0)  # fmt: skip
+        thresholds[k0 : k0 + 256] = (lo + hi) / 2
+    best = np.flatnonzero(errors == errors.min())
+    centre = cand[best].mean(0)
+    pick = best[np.argmin(((cand[best] - centre) ** 2).sum(1))]
+    a, b = cand[pick]
+    return PowerLawFit(
+        c=float(np.exp(thresholds[pick])), a=float(a), b=float(b), errors=int(errors.min()),
+        n_cells=int(benign.size),
+        a_range=(float(cand[best, 0].min()), float(cand[best, 0].max())),
+        b_range=(float(cand[best, 1].min()), float(cand[best, 1].max())),
+    )  # fmt: skip
+
+
+@dataclass
+class PowerLawSummary:
+    """Per-seed :class:`PowerLawFit` s and, over seeds, the mean exponents with 95%
+    t-intervals (nan with fewer than two identified seeds)."""
+
+    per_seed: list[PowerLawFit]
+    a_mean: float
+    a_interval: tuple[float, float]
+    b_mean: float
+    b_interval: tuple[float, float]
+
+    @property
+    def identified(self) -> bool:
+        """Every seed pins its exponents down: the optimal ranges stay off the search grid's
+        edges (an exponent at an edge could lie beyond it: the interval would mislead)."""
+        edges_a, edges_b = (EXPONENTS_A[0], EXPONENTS_A[-1]), (EXPONENTS_B[0], EXPONENTS_B[-1])
+        return bool(self.per_seed) and all(
+            f.n_cells > 0
+            and not any(v in edges_a for v in f.a_range)
+            and not any(v in edges_b for v in f.b_range)
+            for f in self.per_seed
+        )
+
+    def holds(self, a: float, b: float) -> bool | None:
+        """Whether exponents ``(a, b)`` lie inside both intervals; None: not identified (fewer
+        than two seeds or one n: no interval; or an exponent at the search grid's edge)."""
+        lo_a, hi_a = self.a_interval
+        lo_b, hi_b = self.b_interval
+        if not self.identified or not all(math.isfinite(v) for v in (lo_a, hi_a, lo_b, hi_b)):
+            return None
+        return bool(lo_a <= a <= hi_a and lo_b <= b <= hi_b)
+
+
+def mean_interval(
+    values: Sequence[float], level: float = 0.95
+) -> tuple[float, tuple[float, float]]:
+    """Mean and two-sided t-interval of the mean (nan interval for fewer than two values)."""
+    from scipy import stats
+
+    x = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+    if x.size == 0:
+        return float("nan"), (float("nan"), float("nan"))
+    if x.size < 2:
+        return float(x.mean()), (float("nan"), float("nan"))
+    half = stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
+    return float(x.mean()), (float(x.mean() - half), float(x.mean() + half))
+
+
+def power_law_over_seeds(result: GridResult, regimes: np.ndarray) -> PowerLawSummary:
+    """:func:`fit_power_boundary` on each seed's cells (all n, ||mu||, d), then the mean and
+    95% t-interval of each exponent over seeds: the seeds are independent draws of the data,
+    so their spread is the fit's sampling error."""
+    n, mu, d = result.axes()
+    fits = [
+        fit_power_boundary(n[:, s], mu[:, s], d[:, s], regimes[:, s])
+        for s in range(len(result.seeds))
+    ]
+    single_n = len(result.n_values) < 2
+    a_mean, a_iv = mean_interval([f.a for f in fits]) if not single_n else (float("nan"),) * 2
+    if single_n:
+        a_iv = (float("nan"), float("nan"))
+    b_mean, b_iv = mean_interval([f.b for f in fits])
+    return PowerLawSummary(fits, a_mean, a_iv, b_mean, b_iv)
