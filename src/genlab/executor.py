@@ -10,8 +10,9 @@ it ran: the local, process and Ray paths give the same numbers, bit for bit, on 
 Ray: with no instance running, ``map_tasks(..., executor="ray")`` starts a local one
 (``ray.init(num_cpus=workers, include_dashboard=False)``) or connects to ``ray_address``
 (``"auto"`` or ``"ray://host:10001"``). To use a cluster for any study, start Ray on it and
-pass ``--grid.executor ray --grid.ray-address ADDRESS`` (or call ``ray.init(address=...)``
-yourself before ``map_tasks``: an initialized Ray is used as it is).
+pass ``--parallel.executor ray --parallel.ray-address ADDRESS`` (a study's
+:class:`ExecutorConfig`; or call ``ray.init(address=...)`` yourself before ``map_tasks``: an
+initialized Ray is used as it is).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import torch
@@ -32,6 +34,32 @@ EXECUTORS: tuple[str, ...] = ("local", "process", "ray")
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+@dataclass
+class ExecutorConfig:
+    """Where a study's parallel part runs (``parallel`` in its config): the arguments of
+    :func:`map_tasks`."""
+
+    executor: Executor = "process"
+    """local: this process; process: a spawned process pool; ray: Ray tasks."""
+    ray_address: str | None = None
+    """executor=ray: the cluster address ("auto", "ray://host:10001"; None: a local Ray)."""
+    workers: int | None = None
+    """Worker processes or Ray CPUs (None: all cores)."""
+    threads: int = 1
+    """Intra-op torch threads per task."""
+
+    def check(self, field: str = "parallel") -> None:
+        """ConfigError naming ``field.executor`` / ``.workers`` / ``.threads``."""
+        if self.executor not in EXECUTORS:
+            raise ConfigError(
+                f"{field}.executor", f"must be one of {', '.join(EXECUTORS)}, got {self.executor!r}"
+            )
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"{field}.workers", f"must be >= 1 (or None), got {self.workers}")
+        if self.threads < 1:
+            raise ConfigError(f"{field}.threads", f"must be >= 1, got {self.threads}")
 
 
 class RayUnavailable(GenlabError, ImportError):

@@ -30,10 +30,10 @@ def test_invalid_configs_name_the_field(change, field):
 
 def test_invalid_nested_values_name_the_field():
     cfg = AttentionConfig()
-    cfg.grid.executor = "slurm"  # type: ignore[assignment]
+    cfg.parallel.executor = "slurm"  # type: ignore[assignment]
     with pytest.raises(ConfigError) as err:
         ATTENTION.validate(cfg)
-    assert err.value.field == "grid.executor"
+    assert err.value.field == "parallel.executor"
     cfg = AttentionConfig()
     cfg.fig3.mu_values = (20.0, 5.0)
     with pytest.raises(ConfigError) as err:

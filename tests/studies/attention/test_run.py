@@ -24,7 +24,7 @@ def test_smoke_run_is_complete(smoke_run):
     assert paths.report_md.exists() and paths.report_html.exists()
     for name in FIGURES:
         assert paths.figure(name).exists(), name
-    for art in ("grid.json", "fig3.json", "delayed.json", "transformer.json"):
+    for art in ("grid.json", "fig3.json", "longrun.json", "delayed.json", "transformer.json"):
         assert paths.artifact(art).exists(), art
     grid = json.loads(paths.artifact("grid.json").read_text())
     assert np.array(grid["regimes"]).shape == (2, 2, 4, 4)  # n x seed x ||mu|| x d
@@ -38,7 +38,7 @@ def test_smoke_run_is_complete(smoke_run):
     assert {"fig3/benign", "fig3/large-noise", "fig3/large-signal", "transformer"} <= splits
     assert "grid/progress" in splits
     results = summary["results"]
-    assert set(results) == {"fig3", "grid", "delayed", "transformer"}
+    assert set(results) == {"fig3", "grid", "longrun", "delayed", "transformer"}
     text = paths.report_md.read_text()
     for heading in ("Attention dynamics", "Phase diagram", "Delayed generalization",
                     "Transformer variant", "Paper's claims vs this run"):  # fmt: skip

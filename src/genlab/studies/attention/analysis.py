@@ -82,6 +82,31 @@ def grid_numbers(raw: dict) -> dict:
     }  # fmt: skip
 
 
+def longrun_numbers(raw: dict) -> dict:
+    """From ``longrun.json``: per budget the cells in each regime (over ||mu||, d, seeds), and
+    per (||mu||, d) cell the first budget at which every seed is benign (None: at no budget)
+    with its n SNR^2."""
+    budgets = raw["budgets"]
+    steps = [b["steps"] for b in budgets]
+    reg = np.array([b["regimes"] for b in budgets])[:, 0]  # (budget, seed, mu, d); one n
+    per_budget = {
+        str(s): {name: int((r == i).sum()) for i, name in enumerate(REGIMES)}
+        for s, r in zip(steps, reg)
+    }
+    all_benign = (reg == REGIMES.index("benign")).all(axis=1)  # (budget, mu, d)
+    cfg, n = budgets[0]["config"], budgets[0]["n_values"][0]
+    cells = []
+    for i, mu in enumerate(budgets[0]["mu_values"]):
+        for j, d in enumerate(budgets[0]["d_values"]):
+            hit = np.flatnonzero(all_benign[:, i, j])
+            cells.append({
+                "mu_norm": mu, "d": d, "n_snr2": n * mu**2 / (cfg["sigma"] ** 2 * d),
+                "regimes": [[REGIMES[int(c)] for c in reg[k, :, i, j]] for k in range(len(steps))],
+                "benign_from": int(steps[hit[0]]) if hit.size else None,
+            })  # fmt: skip
+    return {"budgets": steps, "per_budget": per_budget, "cells": cells}
+
+
 def delayed_analysis(
     steps: np.ndarray,
     train_acc: np.ndarray,

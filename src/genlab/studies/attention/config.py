@@ -15,6 +15,7 @@ from genlab.config import (
 )
 from genlab.data.tokens import num_flips
 from genlab.errors import ConfigError
+from genlab.executor import ExecutorConfig
 from genlab.studies.attention.grid import (
     D_VALUES,
     MU_VALUES,
@@ -25,7 +26,7 @@ from genlab.studies.attention.real import (
 )
 from genlab.studies.attention.real import check_config as check_real_config
 
-PARTS = ("fig3", "grid", "delayed", "transformer", "real")
+PARTS = ("fig3", "grid", "longrun", "delayed", "transformer", "real")
 TOKEN_NAMES = ("token 0 (relevant)", "token 1 (weak, same)", "token 2 (weak, opposite)")
 
 # --- config --------------------------------------------------------------------------------
@@ -87,14 +88,6 @@ class GridConfig:
     seeds in each, and the boundary's exponents get intervals over seeds."""
     steps: int = 1000
     """GD steps per cell (the regime boundary moves with this budget)."""
-    executor: Literal["local", "process", "ray"] = "process"
-    """local: this process; process: a spawned process pool; ray: Ray tasks."""
-    ray_address: str | None = None
-    """executor=ray: the cluster address (None: a local Ray)."""
-    workers: int | None = None
-    """Worker processes (None: all cores)."""
-    threads: int = 1
-    """Intra-op threads per task."""
 
 
 @dataclass
@@ -110,6 +103,18 @@ class RegimeConfig:
     sensitivity: tuple[float, ...] = (0.5, 0.75, 1.0)
     """Other fit thresholds at which the grid's regimes are also counted (the report's
     sensitivity table)."""
+
+
+@dataclass
+class LongRunConfig:
+    """Low-SNR cells trained far past the grid's budget: is a "harmful" label at 1000 steps
+    only "not yet benign"? Each cell's regime at each budget (n = task.n)."""
+
+    mu_values: tuple[float, ...] = (5.0, 7.5, 10.0, 15.0)
+    d_values: tuple[int, ...] = (2000, 3000, 4500)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    budgets: tuple[int, ...] = (1000, 3000, 10_000, 30_000, 100_000)
+    """GD step budgets (increasing); each is a fresh run of that many steps."""
 
 
 @dataclass
@@ -151,14 +156,17 @@ class TransformerPartConfig:
 @dataclass
 class AttentionConfig:
     parts: tuple[str, ...] = ("fig3", "grid", "delayed")
-    """Which parts to run: fig3 | grid | delayed | transformer | real."""
+    """Which parts to run: fig3 | grid | longrun | delayed | transformer | real."""
     task: TaskConfig = field(default_factory=TaskConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="gd", lr=5e-3))
     """The token model's optimizer: full-batch gradient descent (the paper's), its lr."""
     regime: RegimeConfig = field(default_factory=RegimeConfig)
+    parallel: ExecutorConfig = field(default_factory=ExecutorConfig)
+    """Where the grid's and the long runs' cells run (local / process pool / Ray)."""
     fig3: Fig3Config = field(default_factory=Fig3Config)
     grid: GridConfig = field(default_factory=GridConfig)
     delayed: DelayedConfig = field(default_factory=DelayedConfig)
+    longrun: LongRunConfig = field(default_factory=LongRunConfig)
     transformer: TransformerPartConfig = field(default_factory=TransformerPartConfig)
     real: RealDataConfig = field(default_factory=RealDataConfig)
     """Real-data two-phase experiments (genlab.studies.attention.real)."""
@@ -179,7 +187,6 @@ def validate(cfg: AttentionConfig) -> None:
         "fig3.steps": cfg.fig3.steps,
         "fig3.log_every": cfg.fig3.log_every,
         "grid.steps": cfg.grid.steps,
-        "grid.threads": cfg.grid.threads,
         "delayed.steps": cfg.delayed.steps,
         "delayed.log_points": cfg.delayed.log_points,
         "transformer.d": cfg.transformer.d,
@@ -209,10 +216,16 @@ def validate(cfg: AttentionConfig) -> None:
             raise ConfigError("fig3.expected", f"unknown regime {e!r}; use {', '.join(REGIMES)}")
     _check_settings("delayed", cfg.delayed.labels, cfg.delayed.d_values, cfg.delayed.mu_values)
     g = cfg.grid
-    if g.executor not in ("local", "process", "ray"):
-        raise ConfigError("grid.executor", f"must be local, process or ray, got {g.executor!r}")
-    if g.workers is not None and g.workers < 1:
-        raise ConfigError("grid.workers", f"must be >= 1 (or None), got {g.workers}")
+    cfg.parallel.check("parallel")
+    lr_ = cfg.longrun
+    for name in ("mu_values", "d_values", "seeds", "budgets"):
+        values = getattr(lr_, name)
+        if not values or len(set(values)) != len(values):
+            raise ConfigError(f"longrun.{name}", "needs one or more distinct values")
+    if list(lr_.budgets) != sorted(lr_.budgets) or lr_.budgets[0] < 1:
+        raise ConfigError("longrun.budgets", "must be increasing and >= 1")
+    if any(m <= 0 for m in lr_.mu_values) or any(d < 2 for d in lr_.d_values):
+        raise ConfigError("longrun.mu_values", "every ||mu|| must be > 0 and every d >= 2")
     for name in ("mu_values", "d_values", "n_values", "seeds"):
         values = getattr(g, name)
         if not values or len(set(values)) != len(values):
@@ -241,12 +254,15 @@ def validate(cfg: AttentionConfig) -> None:
         cfg, base, [f"optim.{f.name}" for f in dataclasses.fields(base.optim) if f.name != "lr"],
         "the token model trains by plain full-batch gradient descent (only --optim.lr applies)",
     )  # fmt: skip
-    if not set(cfg.parts) & {"fig3", "delayed", "transformer"}:
+    if not set(cfg.parts) & {"fig3", "longrun", "delayed", "transformer"}:
         reject_changed(
             cfg, base, ("task.n", "task.seed"), "no part in --parts reads it (the grid's axes "
             "are --grid.n-values and --grid.seeds)",
         )  # fmt: skip
-    if not set(cfg.parts) & {"fig3", "grid", "delayed"}:
+    if not set(cfg.parts) & {"grid", "longrun"}:
+        fields = [f"parallel.{f.name}" for f in dataclasses.fields(base.parallel)]
+        reject_changed(cfg, base, fields, "no part in --parts runs cells in parallel")
+    if not set(cfg.parts) & {"fig3", "grid", "longrun", "delayed"}:
         fields = [f"regime.{f.name}" for f in dataclasses.fields(base.regime)]
         reject_changed(cfg, base, fields, "no part in --parts labels regimes")
     for part in PARTS:
@@ -275,7 +291,7 @@ def _check_settings(part: str, labels, d_values, mu_values) -> None:
 
 def _smoke() -> AttentionConfig:
     return AttentionConfig(
-        parts=("fig3", "grid", "delayed", "transformer"),
+        parts=("fig3", "grid", "longrun", "delayed", "transformer"),
         task=TaskConfig(n_test=300),
         fig3=Fig3Config(
             d_values=(500, 500, 250), mu_values=(15.0, 3.0, 60.0), steps=2000, log_every=20
@@ -286,8 +302,11 @@ def _smoke() -> AttentionConfig:
             n_values=(10, 20),
             seeds=(0, 1),
             steps=1000,
-            executor="local",
         ),
+        longrun=LongRunConfig(
+            mu_values=(3.0, 10.0), d_values=(400, 500), seeds=(0, 1), budgets=(300, 1000, 3000)
+        ),
+        parallel=ExecutorConfig(executor="local"),
         delayed=DelayedConfig(
             labels=("d500-mu20", "d400-mu10"),
             d_values=(500, 400),
@@ -306,13 +325,15 @@ PRESETS = {
     "fig3": lambda: AttentionConfig(parts=("fig3",)),
     # Paper Fig. 5: the full 39 x 39 grid, 1000 steps per cell, in a process pool.
     "grid": lambda: AttentionConfig(parts=("grid",)),
+    # Low-SNR cells at budgets up to 1e5 steps: do harmful cells turn benign?
+    "longrun": lambda: AttentionConfig(parts=("longrun",)),
     # Delayed generalization near the boundary, 20k steps.
     "delayed": lambda: AttentionConfig(parts=("delayed",)),
     "transformer": lambda: AttentionConfig(parts=("transformer",)),
     "real-vision": lambda: AttentionConfig(parts=("real",), real=_real_config("vision")),
     "real-text": lambda: AttentionConfig(parts=("real",), real=_real_config("text")),
     # Every part at paper scale.
-    "paper": lambda: AttentionConfig(parts=("fig3", "grid", "delayed", "transformer", "real")),
+    "paper": lambda: AttentionConfig(parts=PARTS),
 }
 
 

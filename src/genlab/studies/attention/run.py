@@ -25,6 +25,7 @@ from genlab.runs import (
 from genlab.studies.attention.analysis import (
     delayed_analysis,
     grid_numbers,
+    longrun_numbers,
     noisy_sample_story,
     regime_of,
 )
@@ -156,8 +157,7 @@ def run_grid_part(cfg: AttentionConfig, run: Run) -> dict:
         result = run_grid(
             g.mu_values, g.d_values, n_values=g.n_values, seeds=g.seeds, steps=g.steps,
             lr=cfg.optim.lr, eta=task.eta, n_test=task.n_test, T=task.T, rho=task.rho,
-            sigma=task.sigma, w_init=task.w_init, executor=g.executor,
-            ray_address=g.ray_address, workers=g.workers, threads=g.threads, progress=progress,
+            sigma=task.sigma, w_init=task.w_init, progress=progress, **executor_kwargs(cfg),
         )  # fmt: skip
     rule = cfg.regime
     regimes = result.regimes(fit_threshold=rule.fit_threshold, benign_gap=rule.benign_gap)
@@ -180,6 +180,36 @@ def run_grid_part(cfg: AttentionConfig, run: Run) -> dict:
 def load_grid(paths: RunPaths) -> tuple[GridResult, np.ndarray, dict]:
     raw = read_json(paths.artifact("grid.json"))
     return GridResult.from_dict(raw), np.array(raw["regimes"], dtype=int), raw
+
+
+def executor_kwargs(cfg: AttentionConfig) -> dict:
+    """``run_grid``'s executor arguments from the study's ``parallel`` config."""
+    p = cfg.parallel
+    return dict(
+        executor=p.executor, ray_address=p.ray_address, workers=p.workers, threads=p.threads
+    )
+
+
+# --- part: longrun -------------------------------------------------------------------------
+
+
+def run_longrun(cfg: AttentionConfig, run: Run) -> None:
+    """Each budget is a fresh run of that many GD steps over the long-run cells (the batched
+    grid path; a budget's cells equal the grid's cells at that step count)."""
+    lc, task, rule = cfg.longrun, cfg.task, cfg.regime
+    budgets = []
+    with progress_bar(len(lc.budgets), "attention longrun", run.quiet) as update:
+        for k, steps in enumerate(lc.budgets):
+            result = run_grid(
+                lc.mu_values, lc.d_values, n_values=(task.n,), seeds=lc.seeds, steps=steps,
+                lr=cfg.optim.lr, eta=task.eta, n_test=task.n_test, T=task.T, rho=task.rho,
+                sigma=task.sigma, w_init=task.w_init, **executor_kwargs(cfg),
+            )  # fmt: skip
+            regimes = result.regimes(fit_threshold=rule.fit_threshold, benign_gap=rule.benign_gap)
+            run.log(steps, "longrun/progress", budgets_done=k + 1)
+            budgets.append({"steps": steps, **result.to_dict(), "regimes": regimes.tolist()})
+            update(k + 1, {})
+    atomic_write_json(run.paths.artifact("longrun.json"), {"budgets": budgets})
 
 
 # --- part: delayed -------------------------------------------------------------------------
@@ -242,6 +272,7 @@ def run_transformer_part(cfg: AttentionConfig, run: Run) -> None:
 ARTIFACTS = {
     "fig3": "fig3.json",
     "grid": "grid.json",
+    "longrun": "longrun.json",
     "delayed": "delayed.json",
     "transformer": "transformer.json",
     "real": "real_done.json",
@@ -259,6 +290,8 @@ def run(cfg: AttentionConfig, run: Run) -> dict:
                     run_fig3(cfg, run)
                 elif part == "grid":
                     run_grid_part(cfg, run)
+                elif part == "longrun":
+                    run_longrun(cfg, run)
                 elif part == "delayed":
                     run_delayed(cfg, run)
                 elif part == "transformer":
@@ -277,6 +310,8 @@ def part_results(part: str, paths: RunPaths, cfg: AttentionConfig) -> dict:
         return {s["label"]: s["regime"] for s in art["settings"]}
     if part == "grid":
         return grid_numbers(art)
+    if part == "longrun":
+        return longrun_numbers(art)
     if part == "delayed":
         res = delayed_numbers(paths, cfg.delayed)
         keys = ("fit_step", "peak_step", "recover_step", "delayed")
