@@ -31,8 +31,10 @@ class DataConfig:
     most papers' code); none: raw inputs. Not for modular (one-hot inputs)."""
     label_noise: float = 0.0
     """Fraction of training labels corrupted, in [0, 1]."""
-    noise_kind: Literal["uniform", "flip"] = "uniform"
-    """uniform: redraw over all K classes; flip: exactly ceil(n f) labels to another class."""
+    noise_kind: Literal["uniform", "bernoulli", "flip"] = "uniform"
+    """uniform: each label with probability f redrawn over all K classes; bernoulli: each label
+    with probability f moved to another class; flip: exactly ceil(n f) labels to another
+    class."""
     p: int = 59
     """modular: the modulus."""
     op: Literal["+", "-", "*", "/"] = "+"

@@ -159,3 +159,18 @@ def test_load_data_normalizes_as_the_config_says():
     none = load_data(DataConfig(name="mnist", train_size=200, normalize="none"))
     assert torch.equal(none.x_train, raw.x_train)
     check_data_config(DataConfig(name="modular", p=97, op="/"), ("modular",))  # valid: no error
+
+
+def test_bernoulli_noise_moves_each_label_to_another_class_with_probability_f():
+    y = torch.randint(0, 4, (40000,), generator=torch.Generator().manual_seed(0))
+    noisy, idx = apply_label_noise(y, 0.3, 4, "bernoulli", seed=3)
+    n, f = len(y), 0.3
+    assert abs(len(idx) - n * f) < 5 * math.sqrt(n * f * (1 - f))  # every draw changes the label
+    assert torch.all(noisy[idx] != y[idx])
+    # the new class is uniform over the other three: each offset about a third of the moves
+    offsets = torch.bincount((noisy[idx] - y[idx]) % 4, minlength=4)[1:].double()
+    k = len(idx)
+    assert torch.all((offsets - k / 3).abs() < 5 * math.sqrt(k * (1 / 3) * (2 / 3)))
+    # with f = 0 nothing moves; with f = 1 everything does
+    assert len(apply_label_noise(y, 0.0, 4, "bernoulli", 1)[1]) == 0
+    assert len(apply_label_noise(y, 1.0, 4, "bernoulli", 1)[1]) == n

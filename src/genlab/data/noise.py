@@ -2,6 +2,9 @@
 
 - ``uniform``: each label independently, with probability f, is replaced by a class drawn
   uniformly from all K classes (it may draw its own label), so the true flip rate is f(1 - 1/K).
+- ``bernoulli``: each label independently, with probability f, is changed to a class drawn
+  uniformly from the other K - 1 (the true flip rate is f; the benign-attention authors'
+  ``add_label_noise``).
 - ``flip``: exactly ceil(n f) labels are changed to a different class (drawn uniformly from the
   other K - 1), the flipped examples spread as evenly as possible over the true classes.
 """
@@ -20,6 +23,17 @@ def uniform_noise(
     redraw = torch.rand(y.shape[0], generator=generator) < fraction
     random_labels = torch.randint(0, num_classes, (y.shape[0],), generator=generator)
     return torch.where(redraw, random_labels, y)
+
+
+def bernoulli_noise(
+    y: torch.Tensor, fraction: float, num_classes: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Each label independently, with probability ``fraction``, moved to a uniformly random
+    other class."""
+    flip = torch.rand(y.shape[0], generator=generator) < fraction
+    # A uniform offset in 1..K-1 gives a uniformly random *other* class.
+    offset = torch.randint(1, num_classes, (y.shape[0],), generator=generator)
+    return torch.where(flip, (y + offset) % num_classes, y)
 
 
 def flip_noise(
@@ -50,7 +64,7 @@ def flip_noise(
     return noisy
 
 
-NOISE_KINDS = {"uniform": uniform_noise, "flip": flip_noise}
+NOISE_KINDS = {"uniform": uniform_noise, "bernoulli": bernoulli_noise, "flip": flip_noise}
 
 
 def apply_label_noise(

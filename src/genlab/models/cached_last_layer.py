@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from genlab.models.vit import reinit_linears_
+
 
 class CachedModel:
     """What phase 2 needs from a backbone: CLS logits from a cached last-block input, and the
@@ -27,7 +29,7 @@ class CachedModel:
     def qk_parameters(self) -> list[nn.Parameter]:
         raise NotImplementedError
 
-    def reinit_qk(self, generator: torch.Generator, std: float) -> None:
+    def reinit_qk(self, generator: torch.Generator, std: float, kind: str = "normal") -> None:
         raise NotImplementedError
 
 
@@ -41,8 +43,8 @@ class ViTCached(CachedModel):
     def qk_parameters(self):
         return self.vit.qk_parameters()
 
-    def reinit_qk(self, generator, std):
-        self.vit.reinit_last_qk(generator, std)
+    def reinit_qk(self, generator, std, kind="normal"):
+        self.vit.reinit_last_qk(generator, std, kind)
 
 
 class BertLastLayerCached(CachedModel):
@@ -87,11 +89,8 @@ class BertLastLayerCached(CachedModel):
     def qk_parameters(self):
         return [self.sa.query.weight, self.sa.query.bias, self.sa.key.weight, self.sa.key.bias]
 
-    @torch.no_grad()
-    def reinit_qk(self, generator, std):
-        for lin in (self.sa.query, self.sa.key):
-            lin.weight.copy_(std * torch.randn(lin.weight.shape, generator=generator))
-            lin.bias.zero_()
+    def reinit_qk(self, generator, std, kind="normal"):
+        reinit_linears_((self.sa.query, self.sa.key), generator, std, kind)
 
 
 @torch.no_grad()

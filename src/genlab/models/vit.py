@@ -139,9 +139,33 @@ class ViT(nn.Module):
         ]
 
     @torch.no_grad()
-    def reinit_last_qk(self, generator: torch.Generator, std: float = 0.02) -> None:
-        """Fresh N(0, std^2) query/key weights and zero biases in the last block only."""
-        for p in (self.last.query.weight, self.last.key.weight):
-            p.copy_(std * torch.randn(p.shape, generator=generator))
-        self.last.query.bias.zero_()
-        self.last.key.bias.zero_()
+    def reinit_last_qk(
+        self, generator: torch.Generator, std: float = 0.02, kind: str = "normal"
+    ) -> None:
+        """Fresh query/key parameters in the last block only: ``normal``: N(0, std^2) weights
+        and zero biases; ``reset``: nn.Linear's own initialization (:func:`reset_linear_`)."""
+        reinit_linears_((self.last.query, self.last.key), generator, std, kind)
+
+
+@torch.no_grad()
+def reset_linear_(linear: nn.Linear, generator: torch.Generator) -> None:
+    """nn.Linear's default initialization drawn from ``generator``: weight and bias uniform on
+    (-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming_uniform with a = sqrt(5) has that bound)."""
+    bound = 1.0 / math.sqrt(linear.in_features)
+    linear.weight.copy_((2 * torch.rand(linear.weight.shape, generator=generator) - 1) * bound)
+    if linear.bias is not None:
+        linear.bias.copy_((2 * torch.rand(linear.bias.shape, generator=generator) - 1) * bound)
+
+
+@torch.no_grad()
+def reinit_linears_(linears, generator: torch.Generator, std: float, kind: str) -> None:
+    """Re-initialize ``linears``: ``normal`` (N(0, std^2) weights, zero biases) or ``reset``
+    (:func:`reset_linear_`, what the layers' own ``reset_parameters`` draws)."""
+    for lin in linears:
+        if kind == "reset":
+            reset_linear_(lin, generator)
+        elif kind == "normal":
+            lin.weight.copy_(std * torch.randn(lin.weight.shape, generator=generator))
+            lin.bias.zero_()
+        else:
+            raise ValueError(f"unknown init kind {kind!r}; use 'reset' or 'normal'")

@@ -339,4 +339,5 @@ PRESETS = {
 
 def _real_config(modality: str):
     dataset = "mnist" if modality == "vision" else "rotten-tomatoes"
-    return dataclasses.replace(RealDataConfig(), modality=modality, dataset=dataset)
+    data = dataclasses.replace(RealDataConfig().data, name=dataset)
+    return dataclasses.replace(RealDataConfig(), modality=modality, data=data)
