@@ -235,3 +235,27 @@ def test_regime_harmful_weak_signal():
     assert h.noisy_train_acc[-1] == 1.0 and h.train_acc[-1] == 1.0
     assert h.test_acc[-1] < 0.95 and h.test_loss[-1] > 0.6  # near the uniform-attention 0.65
     assert _regime(h, data) == HARMFUL
+
+
+def test_low_rank_gram_equals_its_dense_form():
+    from genlab.models.token_attention import LowRankGram, _rmul
+
+    g = torch.Generator().manual_seed(0)
+    m, k, B = 12, 2, 3
+    base = torch.randn(m, m, generator=g, dtype=torch.float64)
+    q = torch.randn(k, k, generator=g, dtype=torch.float64)
+    op = LowRankGram(
+        base + base.T, torch.randn(m, k, generator=g, dtype=torch.float64),
+        torch.randn(k, m, generator=g, dtype=torch.float64), q + q.T,
+        torch.tensor([0.5, 2.0, 7.0], dtype=torch.float64),
+    )  # fmt: skip
+    dense = op.dense()
+    # brute force, one cell at a time, from the formula O0 + mu (F C + C^T F^T) + mu^2 C^T Q C
+    for b in range(B):
+        mu = op.mu[b]
+        ref = op.O0 + mu * (op.F @ op.C + op.C.T @ op.F.T) + mu**2 * op.C.T @ op.Q @ op.C
+        torch.testing.assert_close(dense[b], ref)
+        torch.testing.assert_close(dense[b], dense[b].T)  # symmetric up to round-off
+    x = torch.randn(B, 1, m, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(_rmul(x, op), torch.bmm(x, dense))
+    torch.testing.assert_close(_rmul(x, dense), torch.bmm(x, dense))

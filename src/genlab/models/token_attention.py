@@ -427,6 +427,41 @@ def gram_operators(
 
 
 @dataclass
+class LowRankGram:
+    """B symmetric (m, m) operators that share a base and differ by a scaled low-rank part:
+    ``O_b = O0 + mu_b (F C + C^T F^T) + mu_b^2 C^T Q C`` with ``O0`` (m, m), ``F`` (m, k),
+    ``C`` (k, m), ``Q`` (k, k) symmetric, ``mu`` (B,). The grid's cells sharing (n, seed, d)
+    have exactly this form (signal ``mu_b C`` on k = 2 coordinates): stored once instead of B
+    dense matrices, and ``x O_b`` for all cells is one GEMM with ``O0`` plus O(B m k) work."""
+
+    O0: torch.Tensor
+    F: torch.Tensor
+    C: torch.Tensor
+    Q: torch.Tensor
+    mu: torch.Tensor
+
+    def rmul(self, x: torch.Tensor) -> torch.Tensor:
+        """``x_b O_b`` for row vectors x (B, 1, m)."""
+        B, _, m = x.shape
+        x2 = x.view(B, m)
+        xf, xc = x2 @ self.F, x2 @ self.C.T  # (B, k) each
+        mu = self.mu.view(B, 1)
+        out = x2 @ self.O0 + mu * (xf @ self.C + xc @ self.F.T) + (mu * mu) * (xc @ self.Q @ self.C)
+        return out.view(B, 1, m)
+
+    def dense(self) -> torch.Tensor:
+        """The B operators as (B, m, m) (for tests and small cases)."""
+        low = self.F @ self.C
+        mu = self.mu.view(-1, 1, 1)
+        return self.O0 + mu * (low + low.T) + mu * mu * (self.C.T @ self.Q @ self.C)
+
+
+def _rmul(x: torch.Tensor, op: torch.Tensor | LowRankGram) -> torch.Tensor:
+    """``x_b O_b`` for row vectors x (B, 1, m): dense (B, m, m) operators or a LowRankGram."""
+    return op.rmul(x) if isinstance(op, LowRankGram) else torch.bmm(x, op)
+
+
+@dataclass
 class GramStep:
     """What :func:`gram_descent` hands to ``on_log``: scores s (B, n, T) for the current
     parameters, attention a (B, n, T), outputs f (B, n), per-sample losses (B, n), and the
@@ -442,8 +477,8 @@ class GramStep:
 
 
 def gram_descent(
-    P: torch.Tensor,
-    G: torch.Tensor,
+    P: torch.Tensor | LowRankGram,
+    G: torch.Tensor | LowRankGram,
     v: torch.Tensor,
     y: torch.Tensor,
     *,
@@ -456,7 +491,8 @@ def gram_descent(
 ) -> GramStep:
     """Run ``steps`` GD steps in the m-dimensional representation; see the module docstring.
 
-    P, G (B, m, m); v (B, n, T) token values ``X nu``; y (B, n) observed labels. Calls
+    P, G (B, m, m), or :class:`LowRankGram` s; v (B, n, T) token values ``X nu``; y (B, n)
+    observed labels. Calls
     ``on_log`` at each step in ``log_steps`` (parameters after that many updates) and returns
     the :class:`GramStep` of the final parameters. Per step and cell ``O(m^2)``. The loop runs
     with ``threads`` intra-op threads (``on_log`` with the caller's setting).
@@ -471,13 +507,14 @@ def _gram_loop(P, G, v, y, steps, lr, train_w, logs, on_log, outer) -> GramStep:
     m = n * T
     # Row-vector layout: (B, 1, m) @ (B, m, m) is a fast batched GEMV on CPU, while
     # (B, m, m) @ (B, m, 1) is not. P and G are symmetric, so c^T P = (P c)^T.
-    c = torch.zeros(B, 1, m, dtype=P.dtype)
-    M = torch.zeros(B, m, m, dtype=P.dtype) if train_w else None
+    dtype = v.dtype
+    c = torch.zeros(B, 1, m, dtype=dtype)
+    M = torch.zeros(B, m, m, dtype=dtype) if train_w else None
     for t in range(steps + 1):
-        z = torch.bmm(c, P)  # (B, 1, m) = (P c)^T
+        z = _rmul(c, P)  # (B, 1, m) = (P c)^T
         if M is not None:
             r = torch.bmm(z, M.transpose(1, 2))  # (M P c)^T
-            s = (z - torch.bmm(r, G)).view(B, n, T)  # (P c - G M P c)^T
+            s = (z - _rmul(r, G)).view(B, n, T)  # (P c - G M P c)^T
         else:
             r = torch.zeros_like(z)
             s = z.view(B, n, T)
@@ -490,7 +527,7 @@ def _gram_loop(P, G, v, y, steps, lr, train_w, logs, on_log, outer) -> GramStep:
             return state
         b = score_grad(a, f, v, y).reshape(B, 1, m)  # (dL/ds)^T
         if M is not None:
-            mt = torch.bmm(torch.bmm(b, G), M)  # (M^T G b)^T with the old M
+            mt = torch.bmm(_rmul(b, G), M)  # (M^T G b)^T with the old M
             M.baddbmm_(b.transpose(1, 2), c, alpha=lr)  # M += lr b c^T
             c = c - lr * (b - mt)
         else:

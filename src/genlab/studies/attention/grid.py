@@ -47,6 +47,7 @@ from genlab.data.tokens import draw_token_noise, signal_coefficients
 from genlab.errors import ConfigError
 from genlab.executor import Executor, map_tasks, num_threads
 from genlab.models.token_attention import (
+    LowRankGram,
     class_attention,
     gram_descent,
     init_w0,
@@ -117,11 +118,11 @@ def _run_task(task: GridTask) -> dict[str, np.ndarray]:
     Xi = noise.xi_train.reshape(m, d).T  # (d, m), column i T + t = token t of sample i
     Xi2 = Xi[:2]  # (2, m)
     coef = signal_coefficients(noise.clean_y_train, T, task.rho).reshape(m, 2).T.to(dtype)
+    coef = coef.contiguous()  # (2, m) = C
     S = mu.view(B, 1, 1) * coef  # (B, 2, m): signal of every training token on e_1, e_2
-    St = S.transpose(1, 2)  # (B, m, 2)
 
-    cross = torch.einsum("km,bkl->bml", Xi2, S)  # (B, m, m) = Xi_2^T S
-    G = (Xi.T @ Xi) + cross + cross.transpose(1, 2) + St @ S  # (B, m, m) = U^T U
+    # G_b = U^T U = Xi^T Xi + mu_b (Xi_2^T C + C^T Xi_2) + mu_b^2 C^T C   (S = mu_b C)
+    G = LowRankGram(Xi.T @ Xi, Xi2.T.contiguous(), coef, torch.eye(2, dtype=dtype), mu)
     if task.w_init == "kaiming":
         w0 = init_w0(d, task.seed, dtype)  # (d, d)
         AXi = w0.T @ Xi  # (d, m) = W0^T Xi
@@ -129,8 +130,8 @@ def _run_task(task: GridTask) -> dict[str, np.ndarray]:
         R = w0[:2].T.contiguous()  # (d, 2) = W0^T E
         H = w0 @ R  # (d, 2) = W0 W0^T E
         del w0
-        q1 = (AXi.T @ R) @ S  # (B, m, m) = AXi^T R S
-        P = (AXi.T @ AXi) + q1 + q1.transpose(1, 2) + St @ (R.T @ R) @ S  # (B, m, m)
+        # P_b = A^T A, A = AXi + R S: AXi^T AXi + mu_b (F C + C^T F^T) + mu_b^2 C^T R^T R C
+        P = LowRankGram(AXi.T @ AXi, AXi.T @ R, coef, R.T @ R, mu)
     elif task.w_init == "identity":
         KXi, H = Xi, torch.eye(d, 2, dtype=dtype)
         P = G
