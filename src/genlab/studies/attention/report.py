@@ -182,10 +182,7 @@ def grid_section(paths: RunPaths, rule: RegimeConfig) -> tuple[str, dict]:
         fig.colorbar(im, ax=axes[0, k])
         axes[0, k].set_title(f"n = {n}: final test loss (mean over seeds)", fontsize=9)
         frac = np.stack([(regimes[k] == r).mean(0) for r in range(len(REGIMES))], -1)
-        axes[1, k].imshow(
-            frac @ REGIME_COLORS, origin="lower", aspect="auto", interpolation="nearest",
-            extent=(de[0], de[-1], me[0], me[-1]),
-        )  # fmt: skip
+        axes[1, k].pcolormesh(de, me, frac @ REGIME_COLORS, shading="flat")  # RGB per cell
         dd = np.linspace(max(de[0], 1.0), de[-1], 200)
         if math.isfinite(C):
             curve = cfg["sigma"] * np.sqrt(C * dd / n)
