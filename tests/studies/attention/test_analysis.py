@@ -2,10 +2,8 @@ import numpy as np
 import pytest
 
 from genlab.studies import STUDIES
-from genlab.studies.attention.analysis import delayed_analysis, longrun_numbers, regime_of
+from genlab.studies.attention.analysis import delayed_analysis, regime_of
 from genlab.studies.attention.config import RegimeConfig, TaskConfig
-from genlab.studies.attention.grid import REGIMES
-from genlab.studies.attention.report import longrun_claim
 
 ATTENTION = STUDIES["attention"]
 
@@ -60,36 +58,3 @@ def test_delayed_recover_step_is_none_when_the_loss_stays_above_its_earlier_mini
     loss = np.array([0.65, 0.50, 0.55, 0.70, 0.65, 0.60, 0.58, 0.56])
     r = delayed_analysis(STEPS, np.full(8, 0.9), loss, min_rise=0.05, min_fall=0.05)
     assert r["delayed"] and r["recover_step"] is None and r["fit_step"] is None
-
-
-def _longrun(regimes_by_budget: list[list[str]], steps=(1000, 10000, 100000)) -> dict:
-    """longrun.json for one cell (||mu|| 5, d 4500, n 20) with the given seeds' regimes."""
-    code = {name: i for i, name in enumerate(REGIMES)}
-    budgets = [
-        {"steps": s, "n_values": [20], "mu_values": [5.0], "d_values": [4500],
-         "config": {"sigma": 1.0}, "regimes": [[[[code[r]]] for r in regs]]}
-        for s, regs in zip(steps, regimes_by_budget)
-    ]  # fmt: skip
-    return {"budgets": budgets}
-
-
-def test_longrun_numbers_and_claim_on_a_cell_that_turns_benign():
-    nums = longrun_numbers(_longrun([["harmful"] * 3, ["benign", "benign", "harmful"],
-                                     ["benign"] * 3]))  # fmt: skip
-    (cell,) = nums["cells"]
-    assert cell["benign_from"] == 100000 and cell["n_snr2"] == pytest.approx(20 * 25 / 4500)
-    assert nums["per_budget"]["10000"] == {"not_overfitting": 0, "benign": 2, "harmful": 1}
-    assert longrun_claim(nums).verdict == "held"
-
-
-@pytest.mark.parametrize(
-    ("regimes", "verdict"),
-    [
-        ([["harmful"] * 3] * 3, "not held"),  # stays harmful
-        ([["benign"] * 3] * 3, "not tested at this scale"),  # never harmful: nothing to turn
-        ([["not_overfitting"] * 3, ["benign"] * 3, ["benign"] * 3], "not tested at this scale"),
-        ([["harmful"] * 3, ["harmful"] * 3, ["benign", "benign", "harmful"]], "not held"),
-    ],
-)
-def test_longrun_claim_when_nothing_turns_benign(regimes, verdict):
-    assert longrun_claim(longrun_numbers(_longrun(regimes))).verdict == verdict
