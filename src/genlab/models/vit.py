@@ -166,6 +166,7 @@ def reinit_linears_(linears, generator: torch.Generator, std: float, kind: str) 
             reset_linear_(lin, generator)
         elif kind == "normal":
             lin.weight.copy_(std * torch.randn(lin.weight.shape, generator=generator))
-            lin.bias.zero_()
+            if lin.bias is not None:
+                lin.bias.zero_()
         else:
             raise ValueError(f"unknown init kind {kind!r}; use 'reset' or 'normal'")

@@ -56,5 +56,14 @@ def test_delayed_signature_absent(loss, why):
 
 def test_delayed_recover_step_is_none_when_the_loss_stays_above_its_earlier_minimum():
     loss = np.array([0.65, 0.50, 0.55, 0.70, 0.65, 0.60, 0.58, 0.56])
-    r = delayed_analysis(STEPS, np.full(8, 0.9), loss, min_rise=0.05, min_fall=0.05)
-    assert r["delayed"] and r["recover_step"] is None and r["fit_step"] is None
+    r = delayed_analysis(STEPS, FIT, loss, min_rise=0.05, min_fall=0.05)
+    assert r["delayed"] and r["recover_step"] is None and r["fit_step"] == 30
+
+
+def test_a_rise_and_fall_before_the_training_set_is_fit_is_not_the_signature():
+    loss = np.array([0.65, 0.50, 0.55, 0.60, 0.58, 0.45, 0.42, 0.40])  # peak at step 100
+    late_fit = np.array([0.8, 0.8, 0.8, 0.9, 0.9, 1.0, 1.0, 1.0])  # fit at 1000, after it
+    r = delayed_analysis(STEPS, late_fit, loss, min_rise=0.05, min_fall=0.05)
+    assert not r["delayed"] and r["fit_step"] == 1000 and r["peak_step"] == 100
+    never = delayed_analysis(STEPS, np.full(8, 0.9), loss, min_rise=0.05, min_fall=0.05)
+    assert not never["delayed"] and never["fit_step"] is None

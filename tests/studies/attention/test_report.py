@@ -80,7 +80,16 @@ def test_longrun_numbers_and_claim_on_a_cell_that_turns_benign():
         ([["benign"] * 3] * 3, "not tested at this scale"),  # never harmful: nothing to turn
         ([["not_overfitting"] * 3, ["benign"] * 3, ["benign"] * 3], "not tested at this scale"),
         ([["harmful"] * 3, ["harmful"] * 3, ["benign", "benign", "harmful"]], "not held"),
+        # benign once, then harmful again: not benign *from* a budget on
+        ([["harmful"] * 3, ["benign"] * 3, ["harmful"] * 3], "not held"),
     ],
 )
 def test_longrun_claim_when_nothing_turns_benign(regimes, verdict):
     assert longrun_claim(longrun_numbers(_longrun(regimes))).verdict == verdict
+
+
+def test_benign_from_needs_every_later_budget_benign():
+    # benign, harmful, benign: benign *from* the last budget, after a harmful one: turned
+    nums = longrun_numbers(_longrun([["benign"] * 3, ["harmful"] * 3, ["benign"] * 3]))
+    assert nums["cells"][0]["benign_from"] == 100000
+    assert longrun_claim(nums).verdict == "held"

@@ -84,8 +84,8 @@ def grid_numbers(raw: dict) -> dict:
 
 def longrun_numbers(raw: dict) -> dict:
     """From ``longrun.json``: per budget the cells in each regime (over ||mu||, d, seeds), and
-    per (||mu||, d) cell the first budget at which every seed is benign (None: at no budget)
-    with its n SNR^2."""
+    per (||mu||, d) cell ``benign_from``, the first budget from which every seed is benign at
+    that and every later budget (None: not by the last), with its n SNR^2."""
     budgets = raw["budgets"]
     steps = [b["steps"] for b in budgets]
     reg = np.array([b["regimes"] for b in budgets])[:, 0]  # (budget, seed, mu, d); one n
@@ -94,11 +94,13 @@ def longrun_numbers(raw: dict) -> dict:
         for s, r in zip(steps, reg)
     }
     all_benign = (reg == REGIMES.index("benign")).all(axis=1)  # (budget, mu, d)
+    # benign from budget k on: every seed benign at k and at every later budget
+    stays_benign = np.flip(np.logical_and.accumulate(np.flip(all_benign, 0), 0), 0)
     cfg, n = budgets[0]["config"], budgets[0]["n_values"][0]
     cells = []
     for i, mu in enumerate(budgets[0]["mu_values"]):
         for j, d in enumerate(budgets[0]["d_values"]):
-            hit = np.flatnonzero(all_benign[:, i, j])
+            hit = np.flatnonzero(stays_benign[:, i, j])
             cells.append({
                 "mu_norm": mu, "d": d, "n_snr2": n * mu**2 / (cfg["sigma"] ** 2 * d),
                 "regimes": [[REGIMES[int(c)] for c in reg[k, :, i, j]] for k in range(len(steps))],
@@ -121,13 +123,15 @@ def delayed_analysis(
     rise ``L[j] - min(L[:j+1])`` above the running minimum, and the *pre-peak minimum* that
     running minimum. ``rise = (L_peak - L_premin) / L_premin`` and
     ``fall = (L_peak - min(L[peak:])) / L_peak``; the signature is present (``delayed``) iff
-    ``rise >= min_rise`` and ``fall >= min_fall``. Its timescale: ``peak_step`` and
+    ``rise >= min_rise``, ``fall >= min_fall`` and the training set is fit by the peak (the
+    rise is an overfitting phase). Its timescale: ``peak_step`` and
     ``recover_step``, the first step after the peak with ``L`` back at or below the pre-peak
     minimum (None: not within the run). ``fit_step``: first logged step with every training
     label (flipped ones included) fit, or None.
     """
     steps = np.asarray(steps)
     loss = np.asarray(test_loss, dtype=float)
+    loss = np.where(np.isfinite(loss), loss, np.inf)  # a diverged point is never a minimum
     run_min = np.minimum.accumulate(loss)
     j_peak = int(np.argmax(loss - run_min))
     j_pre = int(np.argmin(loss[: j_peak + 1]))
@@ -148,5 +152,11 @@ def delayed_analysis(
         "min_step": int(steps[j_min]),
         "min_test_loss": float(loss[j_min]),
         "final_test_loss": float(loss[-1]),
-        "delayed": bool(rise >= min_rise and fall >= min_fall),
+        # an *overfitting* phase: the training set (flipped labels included) is fit by the peak
+        "delayed": bool(
+            rise >= min_rise
+            and fall >= min_fall
+            and fitted.size
+            and steps[fitted[0]] <= steps[j_peak]
+        ),
     }

@@ -238,11 +238,12 @@ def validate(cfg: AttentionConfig) -> None:
         raise ConfigError("grid.mu_values", "every ||mu|| must be > 0")
     if any(d < 2 for d in g.d_values):
         raise ConfigError("grid.d_values", "every d must be >= 2")
-    for name, t in [("regime.fit_threshold", cfg.regime.fit_threshold)] + [
-        (f"regime.sensitivity[{i}]", t) for i, t in enumerate(cfg.regime.sensitivity)
-    ]:
-        if not 0.0 < t <= 1.0:
-            raise ConfigError(name, f"must be in (0, 1], got {t}")
+    thresholds = [("regime.fit_threshold", cfg.regime.fit_threshold)] + [
+        (f"regime.sensitivity[{i}]", v) for i, v in enumerate(cfg.regime.sensitivity)
+    ]
+    for name, value in thresholds:
+        if not 0.0 < value <= 1.0:
+            raise ConfigError(name, f"must be in (0, 1], got {value}")
     require_nonnegative({"delayed.min_rise": cfg.delayed.min_rise})
     require_unit({"delayed.min_fall": cfg.delayed.min_fall})
     if cfg.transformer.d < 2:

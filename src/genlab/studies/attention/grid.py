@@ -21,8 +21,9 @@ and ``S = ||mu|| C`` (2, m). So the operators of the exact m-dimensional GD
   same way, ``K = W_0 A = W_0 W_0^T Xi + (W_0 R) S``.
 
 A task therefore costs one ``W_0`` draw and two (d x d)(d x m) products, ``O(d^2 m)``, plus
-``O(m^2)`` per cell for its operators; then ``steps`` batched GD steps of ``O(m^2)`` per cell
-(independent of d); then the test evaluation, ``O(N T d)`` per cell via ``q = W p``. ``W`` is
+``O(m)`` per cell for its operators (P and G are a shared base plus a ``mu``-scaled rank-2
+part, :class:`~genlab.models.token_attention.LowRankGram`); then ``steps`` batched GD steps of
+``O(m^2)`` per cell (independent of d); then the test evaluation, ``O(N T d)`` per cell via ``q = W p``. ``W`` is
 never materialised. Per-cell results equal those of
 ``train_token_attention(make_token_data(...))`` up to float rounding.
 
@@ -279,14 +280,16 @@ def make_tasks(
 ) -> list[GridTask]:
     """Split the grid into :class:`GridTask` s: one per d (largest d first, for load balance),
     each cut into chunks of at most ``max_cells_per_task`` cells and so that the per-task state
-    (three (B, m, m) matrices per cell, plus the d x d ``W_0`` and the test noise) stays under
-    ``memory_budget_bytes``."""
+    (M and a temporary, two (m, m) matrices per cell; P and G are shared per task as
+    :class:`~genlab.models.token_attention.LowRankGram`, plus the d x d ``W_0`` and the test
+    noise) stays under ``memory_budget_bytes``."""
     n, T = settings.get("n", 20), settings.get("T", 8)
     itemsize = torch.empty(0, dtype=getattr(torch, settings.get("dtype", "float32"))).element_size()
-    per_cell = 4 * (n * T) ** 2 * itemsize
+    per_cell = 2 * (n * T) ** 2 * itemsize
     tasks = []
     for d in sorted({int(x) for x in d_values}, reverse=True):
-        fixed = (d * d + settings.get("n_test", 1000) * T * d + 4 * d * n * T) * itemsize
+        m = n * T
+        fixed = (d * d + settings.get("n_test", 1000) * T * d + 4 * d * m + 2 * m * m) * itemsize
         cap = max(1, int((memory_budget_bytes - fixed) // per_cell))
         if max_cells_per_task:
             cap = min(cap, int(max_cells_per_task))
@@ -500,8 +503,8 @@ class PowerLawFit:
     b_range: tuple[float, float]
 
 
-EXPONENTS_A = tuple(np.round(np.arange(-3.0, 3.0001, 0.05), 2))
-EXPONENTS_B = tuple(np.round(np.arange(-1.0, 4.0001, 0.05), 2))
+EXPONENTS_A = tuple(float(v) for v in np.round(np.arange(-3.0, 3.0001, 0.05), 2))
+EXPONENTS_B = tuple(float(v) for v in np.round(np.arange(-1.0, 4.0001, 0.05), 2))
 
 
 def fit_power_boundary(
@@ -533,7 +536,9 @@ def fit_power_boundary(
     thresholds = np.empty(len(cand))
     for k0 in range(0, len(cand), 256):
         block = cand[k0 : k0 + 256]
-        x = lm[None] - block[:, :1] * ln[None] - block[:, 1:] * ld[None]  # (k, N)
+        # rounded: cells tied in exact arithmetic (n and d on doubling grids) must tie in
+        # floating point too, or a cut could split a tied group
+        x = np.round(lm[None] - block[:, :1] * ln[None] - block[:, 1:] * ld[None], 9)  # (k, N)
         order = np.argsort(x, axis=1, kind="stable")
         xs = np.take_along_axis(x, order, axis=1)
         bs = np.take_along_axis(np.broadcast_to(benign, x.shape), order, axis=1)
@@ -573,8 +578,8 @@ def fit_power_boundary(
 
 @dataclass
 class PowerLawSummary:
-    """Per-seed :class:`PowerLawFit` s and, over seeds, the mean exponents with 95%
-    t-intervals (nan with fewer than two identified seeds)."""
+    """Per-seed :class:`PowerLawFit` s and, over seeds, the mean exponents with their
+    intervals (:func:`exponent_interval`; nan with fewer than two seeds, ``a`` with one n)."""
 
     per_seed: list[PowerLawFit]
     a_mean: float
@@ -628,9 +633,29 @@ def power_law_over_seeds(result: GridResult, regimes: np.ndarray) -> PowerLawSum
         fit_power_boundary(n[:, s], mu[:, s], d[:, s], regimes[:, s])
         for s in range(len(result.seeds))
     ]
-    single_n = len(result.n_values) < 2
-    a_mean, a_iv = mean_interval([f.a for f in fits]) if not single_n else (float("nan"),) * 2
-    if single_n:
-        a_iv = (float("nan"), float("nan"))
-    b_mean, b_iv = mean_interval([f.b for f in fits])
+    nan = float("nan")
+    if len(result.n_values) < 2:  # a is not identified with one n
+        a_mean, a_iv = nan, (nan, nan)
+    else:
+        a_mean, a_iv = exponent_interval([f.a for f in fits], [f.a_range for f in fits])
+    b_mean, b_iv = exponent_interval([f.b for f in fits], [f.b_range for f in fits])
     return PowerLawSummary(fits, a_mean, a_iv, b_mean, b_iv)
+
+
+EXPONENT_STEP = 0.05
+"""Spacing of the exponent grids EXPONENTS_A / EXPONENTS_B."""
+
+
+def exponent_interval(
+    values: Sequence[float], ranges: Sequence[tuple[float, float]]
+) -> tuple[float, tuple[float, float]]:
+    """Mean of the seeds' exponents and an interval that is conservative on every count: the
+    95% t-interval over seeds, widened to cover every seed's optimal range (exponents that fit
+    that seed equally well) and by half the grid step (the search's resolution). nan without
+    two seeds."""
+    mean, (lo, hi) = mean_interval(values)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return mean, (lo, hi)
+    lo = min([lo, *(r[0] for r in ranges)]) - EXPONENT_STEP / 2
+    hi = max([hi, *(r[1] for r in ranges)]) + EXPONENT_STEP / 2
+    return mean, (lo, hi)

@@ -77,7 +77,7 @@ class RealDataConfig:
     ns: tuple[int, ...] = (20, 200, 1000)
     """Phase-2 training-set sizes (nested: the first n of one seeded order of the pool)."""
     etas: tuple[float, ...] = (0.0, 0.2)
-    """Phase-2 label-noise rates (a noisy label is a uniformly random other class)."""
+    """Phase-2 label-noise rates (how a label is corrupted: ``data.noise_kind``)."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """Phase-2 seeds (query/key init, subset order, which labels are noisy, batch order)."""
     phase0_train: int = 20000
@@ -558,7 +558,9 @@ def summarize(rows: list[dict]) -> list[dict]:
         item = {"n": n, "eta": eta, "seeds": len(rs)}
         for key in ("final_train_loss", "final_train_acc", "final_test_acc", "final_max_attn"):
             v = np.array([r[key] for r in rs], dtype=float)
-            item[key], item[key + "_std"] = float(v.mean()), float(v.std())
+            # sample std over seeds (nan for one seed: no spread to estimate)
+            item[key] = float(v.mean())
+            item[key + "_std"] = float(v.std(ddof=1)) if v.size > 1 else float("nan")
         out.append(item)
     return out
 
@@ -632,7 +634,7 @@ NOISE_TEXT = {
 }
 
 
-def protocol_rows(modality: str, c: dict) -> list[list[str]]:
+def protocol_rows(modality: str, c: dict, noise_kind: str) -> list[list[str]]:
     """(item, the authors' protocol, this run's) for the real-data part: the authors' public
     code (keitaroskmt/benign-attention, main_vit_finetune.py / main_bert_finetune.py)."""
     qk = (
@@ -646,7 +648,7 @@ def protocol_rows(modality: str, c: dict) -> list[list[str]]:
         ["phase 2 length", "2000 epochs, batch 16",
          f"{c['phase2_steps']} steps, batch {c['phase2_batch']} (the same for every n)"],
         ["query/key re-initialization", "reset_parameters()", qk],
-        ["label noise", NOISE_TEXT["bernoulli"], NOISE_TEXT[c["data"]["noise_kind"]]],
+        ["label noise", NOISE_TEXT["bernoulli"], NOISE_TEXT[noise_kind]],
         ["seeds", "not stated in the table", f"{len(c['seeds'])}: {c['seeds']}"],
     ]  # fmt: skip
     if modality == "vision":
@@ -783,7 +785,7 @@ def _section(paths: RunPaths, modality: str, result: dict) -> str:
         "",
         "Protocol differences from the authors:",
         "",
-        table(["", "authors", "this run"], protocol_rows(modality, c)),
+        table(["", "authors", "this run"], protocol_rows(modality, c, result["noise_kind"])),
         "",
         f"Wall time {result['wall_s']:.0f} s (phase 0 {p0_text}).",
     ]
