@@ -1,3 +1,4 @@
+import math
 import os
 import signal
 import subprocess
@@ -116,3 +117,25 @@ def kill_then_resume():
         assert not list(root.rglob(".*.tmp"))  # temp files of the cut-short writes are gone
 
     return kill_then_resume
+
+
+def _rounding_atol(f, h, n_terms: int) -> float:
+    """Round-off allowed between two float32 evaluations of f(h) by different code paths (e.g.
+    the full pass vs the cached last block). Moving every input one ulp (eps relative) measures
+    how much f amplifies a rounding (LayerNorm, softmax); each path rounds reductions of
+    n_terms terms in all, which add up like a random walk, ~sqrt(n_terms) ulps: 4 sigma,
+    times sqrt(2) for two independent paths."""
+    import torch  # here, not at the top: genlab sets MKL up before torch is first used
+
+    eps32 = torch.finfo(torch.float32).eps
+    sign = 2.0 * torch.randint(0, 2, h.shape, generator=torch.Generator().manual_seed(0)) - 1
+    with torch.no_grad():
+        a, b = f(h), f(h * (1 + eps32 * sign))
+    per_ulp = max(float((a - b).abs().max()), eps32 * float(a.abs().max()))
+    return 4 * math.sqrt(2 * n_terms) * per_ulp
+
+
+@pytest.fixture
+def rounding_atol():
+    """:func:`_rounding_atol`: the round-off allowed between two float32 code paths."""
+    return _rounding_atol
