@@ -141,3 +141,13 @@ def test_weight_decay_verdict_on_synthetic_sweeps():
     one = weight_decay_verdict({0.3: [2900], 0.1: [6100], 0.03: [13000]})
     assert one["verdict"] in ("held", "not tested at this scale")
     assert weight_decay_verdict({0.3: [None], 0.1: [None]})["verdict"] == "not tested at this scale"
+    # Two medians on one logged step (the paper preset's lambda = 0.001 and 0.003): a tie at
+    # the logging resolution is not a rise; a median that grows with lambda is.
+    tied = {0.001: [25851] * 5, 0.003: [25851] * 5, 0.01: [22679] * 5, 0.1: [9897] * 5,
+            0.3: [4319] * 5}  # fmt: skip
+    tied = {lam: [s + 37 * i for i, s in enumerate(v)] for lam, v in tied.items()}
+    assert weight_decay_verdict(tied)["verdict"] == "held"
+    rises = {**tied, 0.03: [30000 + 37 * i for i in range(5)]}
+    assert weight_decay_verdict(rises)["verdict"] == "not held"
+    flat_ends = {0.3: [5000] * 3, 0.1: [5000] * 3}
+    assert weight_decay_verdict(flat_ends)["verdict"] != "held"  # no fall at all

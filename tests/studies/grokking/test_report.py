@@ -63,3 +63,7 @@ def test_grokking_claims_map_the_measurements_to_verdicts():
     assert "Liu et al. 2023 (Omnigrok)" in claims[0].paper and "Fig. 2" in claims[0].paper
     assert "lags in 3" in claims[1].measured and "median 1.50" in claims[1].measured
     assert "no rise in any seed for lambda = 3" in claims[9].measured
+    assert "vacuous" not in claims[3].measured  # bound 0.9 is informative
+    vacuous = {"alpha=8 lambda=0.1": _group(8.0, 0.1, 2000, 20000, 30000, 20000, bound=2.5)}
+    bound_claim = grokking_claims(cfg, summarize_sweep(vacuous))[3]
+    assert bound_claim.verdict == "held" and "vacuous (above 1)" in bound_claim.measured

@@ -178,10 +178,12 @@ def fit_exponent(x: list[float], y: list[float | None]) -> dict | None:
 
 def weight_decay_verdict(per_lambda: dict[float, list[int | None]]) -> dict:
     """The paper's claim as stated: stronger weight decay brings grokking earlier. From the
-    per-seed rise steps of each lambda: held when the median rise falls strictly as lambda
-    grows and the fitted exponent's 95% interval lies below 0; not held when the medians do not
-    fall or the interval lies above 0; else not tested (too few seeds to decide). Lambdas
-    without a rise in any seed are listed, never dropped silently."""
+    per-seed rise steps of each lambda: held when the median rise never grows as lambda grows
+    (equal medians are allowed: rise steps are dated on the logged steps, so two close medians
+    can land on one logged step), falls from the smallest lambda to the largest, and the fitted
+    exponent's 95% interval lies below 0; not held when a median grows with lambda or the
+    interval lies above 0; else not tested (too few seeds to decide). Lambdas without a rise
+    in any seed are listed, never dropped silently."""
     risen = {lam: [s for s in v if s is not None] for lam, v in per_lambda.items()}
     no_rise = sorted(lam for lam, v in risen.items() if not v)
     medians = {lam: float(np.median(v)) for lam, v in sorted(risen.items()) if v}
@@ -189,7 +191,7 @@ def weight_decay_verdict(per_lambda: dict[float, list[int | None]]) -> dict:
     ys = [s for v in risen.values() for s in v]
     exp = fit_exponent(xs, ys)
     vals = list(medians.values())  # in increasing lambda
-    falling = len(vals) >= 2 and all(b < a for a, b in zip(vals, vals[1:]))
+    falling = len(vals) >= 2 and all(b <= a for a, b in zip(vals, vals[1:])) and vals[-1] < vals[0]
     if exp is None:
         verdict = "not tested at this scale"
     elif not falling or (exp["lo"] is not None and exp["lo"] > 0):
