@@ -594,6 +594,14 @@ def run_real(cfg: RealDataConfig, run: Run) -> dict:
 # --- report --------------------------------------------------------------------------------
 
 
+def _std(v, scale: float = 1.0, digits: int = 3) -> str:
+    """`` ± std`` for a stored spread, nothing when it is not a finite number (one seed: the
+    JSON stores nan as a string)."""
+    if isinstance(v, int | float) and math.isfinite(v):
+        return f" ± {scale * v:.{digits}f}"
+    return ""
+
+
 def _pct(v: float | None) -> str:
     from genlab.report import pct
 
@@ -704,12 +712,12 @@ def _section(paths: RunPaths, modality: str, result: dict) -> str:
             [
                 f"eta {eta:g}, n = {n}: train loss",
                 f"{loss:.2f}",
-                "n/a" if s is None else f"{got_loss:.2f} ± {s['final_train_loss_std']:.2f}",
+                "n/a" if s is None else f"{got_loss:.2f}{_std(s['final_train_loss_std'], 1, 2)}",
             ]
         )
         comp_rows.append([
             f"eta {eta:g}, n = {n}: test acc", f"{acc:.1f}%",
-            "n/a" if s is None else f"{_pct(got_acc)} ± {100 * s['final_test_acc_std']:.1f}",
+            "n/a" if s is None else f"{_pct(got_acc)}{_std(s['final_test_acc_std'], 100, 1)}",
         ])  # fmt: skip
         if s is None:
             differs.append(f"eta {eta:g}, n = {n} was not run")
@@ -742,9 +750,9 @@ def _section(paths: RunPaths, modality: str, result: dict) -> str:
                 s["n"],
                 f"{s['eta']:g}",
                 s["seeds"],
-                f"{s['final_train_loss']:.3f} ± {s['final_train_loss_std']:.3f}",
+                f"{s['final_train_loss']:.3f}{_std(s['final_train_loss_std'])}",
                 _pct(s["final_train_acc"]),
-                f"{_pct(s['final_test_acc'])} ± {100 * s['final_test_acc_std']:.1f}",
+                f"{_pct(s['final_test_acc'])}{_std(s['final_test_acc_std'], 100, 1)}",
                 f"{100 * (s['final_test_acc'] - base):+.1f}",
                 f"{s['final_max_attn']:.3f}",
             ]
