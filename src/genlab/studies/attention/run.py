@@ -147,7 +147,7 @@ def run_fig3(cfg: AttentionConfig, run: Run) -> dict:
 
 def run_grid_part(cfg: AttentionConfig, run: Run) -> dict:
     g, task = cfg.grid, cfg.task
-    total = len(g.mu_values) * len(g.d_values)
+    total = len(g.mu_values) * len(g.d_values) * len(g.n_values) * len(g.seeds)
     with progress_bar(total, "attention grid", run.quiet) as update:
 
         def progress(done: int, tot: int) -> None:
