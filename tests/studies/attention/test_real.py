@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+import torch
 
 from genlab.runs import Run, RunPaths, read_json
 from genlab.studies.attention.real import (
@@ -52,3 +53,29 @@ def test_tiny_vision_run_writes_table_and_report(tmp_path, monkeypatch):
     assert key2["real_vision_baseline_test_acc"] == pytest.approx(
         key["real_vision_baseline_test_acc"]
     )
+
+
+def test_phase2_length_and_the_authors_optimizer():
+    import dataclasses
+
+    from genlab.studies.attention.real import phase2_optimizer, phase2_steps
+
+    cfg = smoke_config("vision")
+    assert phase2_steps(cfg, 20) == cfg.phase2_steps  # fixed steps for every n
+    paper = dataclasses.replace(cfg, phase2_epochs=2000, phase2_batch=16,
+                                phase2_optimizer="adamw-linear", phase2_lr=5e-5)  # fmt: skip
+    assert phase2_steps(paper, 20) == 2000 * 2 and phase2_steps(paper, 1000) == 2000 * 63
+    w = torch.nn.Parameter(torch.ones(3))
+    opt, sched = phase2_optimizer(paper, [w], steps=4)
+    assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["weight_decay"] == 0.0
+    rates = []
+    for _ in range(4):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert rates == pytest.approx([5e-5, 3.75e-5, 2.5e-5, 1.25e-5])
+    assert opt.param_groups[0]["lr"] == 0.0  # decayed to zero at the last step
+    adam, constant = phase2_optimizer(cfg, [w], steps=4)
+    adam.step()
+    constant.step()
+    assert type(adam) is torch.optim.Adam and adam.param_groups[0]["lr"] == cfg.phase2_lr

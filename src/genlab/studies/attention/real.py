@@ -106,7 +106,14 @@ class RealDataConfig:
     phase2_batch: int = 32
     """Phase-2 minibatch size (n < batch: full batch)."""
     phase2_lr: float = 1e-2
-    """Phase-2 Adam learning rate for the query/key parameters."""
+    """Phase-2 learning rate for the query/key parameters."""
+    phase2_optimizer: Literal["adam", "adamw-linear"] = "adam"
+    """adam: constant learning rate; adamw-linear: AdamW (no weight decay) with the learning
+    rate decaying linearly to 0 over the run (the Hugging Face Trainer's default, which the
+    authors use: lr 5e-5)."""
+    phase2_epochs: int = 0
+    """> 0: train each n for this many passes over its n samples (ceil(n / batch) steps each;
+    the authors: 2000) instead of ``phase2_steps``."""
     qk_init: Literal["reset", "normal"] = "reset"
     """Phase-2 query/key re-initialization: reset: the layers' own nn.Linear init (the
     authors call ``reset_parameters()``); normal: N(0, qk_init_std^2) weights, zero biases."""
@@ -177,11 +184,14 @@ def check_config(cfg: RealDataConfig) -> None:
         raise ConfigError("real.etas", f"must be in [0, 1), got {cfg.etas}")
     if not cfg.seeds:
         raise ConfigError("real.seeds", "need at least one seed")
+    if cfg.phase2_optimizer not in ("adam", "adamw-linear"):
+        raise ConfigError("real.phase2_optimizer", "choose adam or adamw-linear")
     sizes = ("phase0_batch", "phase1_train", "phase1_steps", "pool", "test_size", "phase2_steps")
     sizes += ("phase2_batch", "d_model", "depth", "heads", "patch", "max_length")
     rates = ("phase0_lr", "phase1_lr", "phase2_lr")
     require_positive({f"real.{n}": getattr(cfg, n) for n in sizes + rates})
     counts = ("phase0_train", "phase0_epochs", "phase2_log_points", "qk_init_std")
+    counts += ("phase2_epochs",)
     require_nonnegative({f"real.{n}": getattr(cfg, n) for n in counts})
     if cfg.modality == "vision" and 28 % cfg.patch:
         raise ConfigError("real.patch", f"must divide the 28-pixel image side, got {cfg.patch}")
@@ -259,6 +269,25 @@ def evaluate(model: CachedModel, data: Phase2Data, batch: int = 512) -> dict:
     return {"loss": loss / n, "acc": correct / n, "max_attn": attn_max / n}
 
 
+def phase2_steps(cfg: RealDataConfig, n: int) -> int:
+    """Phase-2 optimizer steps for n samples: ``phase2_epochs`` passes of ceil(n / batch)
+    minibatches, or ``phase2_steps`` when no epoch count is set."""
+    if cfg.phase2_epochs > 0:
+        return cfg.phase2_epochs * math.ceil(n / cfg.phase2_batch)
+    return cfg.phase2_steps
+
+
+def phase2_optimizer(cfg: RealDataConfig, params, steps: int):
+    """(optimizer, scheduler): Adam at a constant rate, or AdamW without weight decay whose
+    rate decays linearly from ``phase2_lr`` to 0 at ``steps`` (Hugging Face's default)."""
+    if cfg.phase2_optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=cfg.phase2_lr)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0)
+    opt = torch.optim.AdamW(params, lr=cfg.phase2_lr, weight_decay=0.0)
+    linear = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: max(0.0, 1.0 - t / steps))
+    return opt, linear
+
+
 def run_phase2(
     cfg: RealDataConfig,
     run: Run,
@@ -286,13 +315,14 @@ def run_phase2(
                 model.reinit_qk(gen, cfg.qk_init_std, cfg.qk_init)
                 for p in params:
                     p.requires_grad_(True)
-                opt = torch.optim.Adam(params, lr=cfg.phase2_lr)
+                steps = phase2_steps(cfg, n)
+                opt, sched = phase2_optimizer(cfg, params, steps)
                 curve = {"train_loss": [], "train_acc": [], "test_acc": [], "max_attn": []}
                 curve["test_max_attn"] = []
-                log_at = set(np.linspace(0, cfg.phase2_steps, cfg.phase2_log_points + 1).round())
+                log_at = set(np.linspace(0, steps, cfg.phase2_log_points + 1).round())
                 batches: list[torch.Tensor] = []
                 curve["step"] = []
-                for step in range(cfg.phase2_steps + 1):
+                for step in range(steps + 1):
                     if step > 0:
                         if not batches:
                             batches = list(torch.randperm(n, generator=gen).split(cfg.phase2_batch))
@@ -301,6 +331,7 @@ def run_phase2(
                         logits, _ = model.logits(part.h, part.mask)
                         F.cross_entropy(logits, part.y).backward()
                         opt.step()
+                        sched.step()
                     if step not in log_at:
                         continue
                     tr, te = evaluate(model, train), evaluate(model, test)
@@ -652,9 +683,13 @@ def protocol_rows(modality: str, c: dict, noise_kind: str) -> list[list[str]]:
     )
     rows = [
         ["phase 2 optimizer", "AdamW, lr 5e-5, linear decay (Hugging Face Trainer defaults)",
-         f"Adam, lr {c['phase2_lr']:g}, constant"],
+         f"AdamW, lr {c['phase2_lr']:g}, linear decay"
+         if c.get("phase2_optimizer") == "adamw-linear"
+         else f"Adam, lr {c['phase2_lr']:g}, constant"],
         ["phase 2 length", "2000 epochs, batch 16",
-         f"{c['phase2_steps']} steps, batch {c['phase2_batch']} (the same for every n)"],
+         f"{c['phase2_epochs']} epochs, batch {c['phase2_batch']}"
+         if c.get("phase2_epochs", 0) > 0
+         else f"{c['phase2_steps']} steps, batch {c['phase2_batch']} (the same for every n)"],
         ["query/key re-initialization", "reset_parameters()", qk],
         ["label noise", NOISE_TEXT["bernoulli"], NOISE_TEXT[noise_kind]],
         ["seeds", "not stated in the table", f"{len(c['seeds'])}: {c['seeds']}"],
