@@ -52,6 +52,8 @@ def test_delayed_signature_present_rise_then_fall():
 def test_delayed_signature_absent(loss, why):
     r = delayed_analysis(STEPS, FIT, np.array(loss), min_rise=0.05, min_fall=0.05)
     assert not r["delayed"], why
+    if np.all(np.diff(loss) <= 0):  # never rises: no peak to date
+        assert r["peak_step"] is None and r["premin_step"] is None and r["rise"] == 0
 
 
 def test_delayed_recover_step_is_none_when_the_loss_stays_above_its_earlier_minimum():

@@ -125,7 +125,8 @@ def delayed_analysis(
     ``fall = (L_peak - min(L[peak:])) / L_peak``; the signature is present (``delayed``) iff
     ``rise >= min_rise``, ``fall >= min_fall`` and the training set is fit by the peak (the
     rise is an overfitting phase). Its timescale: ``peak_step`` and
-    ``recover_step``, the first step after the peak with ``L`` back at or below the pre-peak
+    ``recover_step`` (with ``premin_step``, None when the loss never rises), the first step
+    after the peak with ``L`` back at or below the pre-peak
     minimum (None: not within the run). ``fit_step``: first logged step with every training
     label (flipped ones included) fit, or None.
     """
@@ -144,8 +145,9 @@ def delayed_analysis(
     j_min = int(np.argmin(loss))
     return {
         "fit_step": int(steps[fitted[0]]) if fitted.size else None,
-        "premin_step": int(steps[j_pre]),
-        "peak_step": int(steps[j_peak]),
+        # no rise at all: there is no peak to date
+        "premin_step": int(steps[j_pre]) if rise > 0 else None,
+        "peak_step": int(steps[j_peak]) if rise > 0 else None,
         "recover_step": int(steps[j_peak + back[0]]) if back.size and rise > 0 else None,
         "rise": rise,
         "fall": fall,

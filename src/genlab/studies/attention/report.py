@@ -332,8 +332,9 @@ def delayed_section(paths: RunPaths, records: list[dict], cfg: AttentionConfig) 
             ax.set_xlabel("step")
             if r["fit_step"] is not None:
                 ax.axvline(max(r["fit_step"], 1), color="k", ls="--", lw=1, label="train set fit")
-            ax.axvline(max(r["peak_step"], 1), color="tab:red", ls=":", lw=1,
-                       label="test-loss peak")  # fmt: skip
+            if r["peak_step"] is not None:  # None: the test loss never rises
+                ax.axvline(max(r["peak_step"], 1), color="tab:red", ls=":", lw=1,
+                           label="test-loss peak")  # fmt: skip
         axes[0, k].set_title(f"{s['label']} (n SNR^2 = {sig(s['n_snr2'])})", fontsize=9)
     axes[0, 0].legend(fontsize=7)
     axes[1, 0].legend(fontsize=7)
