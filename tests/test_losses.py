@@ -51,3 +51,49 @@ def test_cross_entropy_in_float64_from_float32_logits_and_the_fused_2d_path():
     torch.testing.assert_close(wide, loop_reference(logits, y, "ce"), rtol=1e-13, atol=0)
     # 2-D float32 uses F.cross_entropy itself: the same bits as calling it directly
     assert torch.equal(cross_entropy(logits[0], y), F.cross_entropy(logits[0], y))
+
+
+def test_similarity_matching_against_a_loop_reference():
+    from genlab.losses import similarity_matching
+
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(7, 3, 2, 2, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 1, 0, 2, 2])
+
+    def cos_centered(a, b):
+        a, b = a - a.mean(), b - b.mean()
+        return float(a @ b) / math.sqrt(float(a @ a) * float(b @ b))
+
+    flat, onehot = h.flatten(1), F.one_hot(y, 3).double()
+    total = 0.0
+    for i in range(7):
+        for j in range(7):
+            total += (cos_centered(flat[i], flat[j]) - cos_centered(onehot[i], onehot[j])) ** 2
+    got = float(similarity_matching(h, y, 3))
+    assert got == pytest.approx(total / 49, rel=1e-12)
+    # labels' own similarity structure is matched exactly
+    assert float(similarity_matching(onehot * 3.0, y, 3)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_supervised_contrastive_against_a_loop_reference():
+    from genlab.losses import supervised_contrastive
+
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 0, 1, 1, 1, 2])  # sample 5 has no positive: not an anchor
+    t = 0.1
+    z = [row / math.sqrt(float(row @ row)) for row in h]
+    per_anchor = []
+    for i in range(6):
+        pos = [p for p in range(6) if p != i and y[p] == y[i]]
+        if not pos:
+            continue
+        denom = sum(math.exp(float(z[i] @ z[a]) / t) for a in range(6) if a != i)
+        per_anchor.append(
+            -sum(math.log(math.exp(float(z[i] @ z[p]) / t) / denom) for p in pos) / len(pos)
+        )
+    got = float(supervised_contrastive(h, y, t))
+    assert got == pytest.approx(sum(per_anchor) / len(per_anchor), rel=1e-12)
+    # class-aligned embeddings score lower than random ones
+    aligned = F.one_hot(y, 3).double() + 0.01 * h[:, :3]
+    assert float(supervised_contrastive(aligned, y, t)) < got

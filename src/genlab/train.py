@@ -210,6 +210,104 @@ class SupervisedStepper:
         torch.set_rng_state(state["torch_rng"])
 
 
+LOCAL_LOSSES = ("ce", "sim", "supcon")
+"""Local losses of layer-wise training: cross-entropy of an auxiliary linear classifier;
+similarity matching (Nokland & Eidnes 2019) and supervised contrastive (Khosla et al. 2020) on
+an auxiliary linear projection."""
+
+
+class LayerwiseStepper(SupervisedStepper):
+    """Layer-wise training as a stepper: every trained block k has its own auxiliary head
+    ``aux_heads[k]`` and local loss, and gets its input detached, so no gradient crosses blocks.
+
+    ``trained=None`` (simultaneous, the paper's main mode): every block's local loss and the
+    final classifier's cross-entropy (on the detached last block output) are summed and one
+    optimizer step is taken. ``trained=k`` (sequential): blocks 0..k-1 run frozen (eval mode,
+    no gradient), block k learns from its local loss, and the final classifier is trained with
+    the last block. The optimizer must hold exactly the parameters that are trained.
+    """
+
+    def __init__(
+        self,
+        model,
+        aux_heads: nn.ModuleList,
+        optimizer: torch.optim.Optimizer,
+        sampler: EndlessSampler,
+        local_loss: str = "ce",
+        num_classes: int = 10,
+        scheduler=None,
+        trained: int | None = None,
+        temperature: float = 0.1,
+    ):
+        from genlab.losses import cross_entropy
+
+        super().__init__(model, optimizer, sampler, cross_entropy, scheduler)
+        if local_loss not in LOCAL_LOSSES:
+            raise ConfigError("local_loss", f"choose from {LOCAL_LOSSES}, got {local_loss!r}")
+        self.aux_heads, self.local_loss = aux_heads, local_loss
+        self.num_classes, self.trained, self.temperature = num_classes, trained, temperature
+
+    def block_loss(self, k: int, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        from genlab.losses import similarity_matching, supervised_contrastive
+
+        out = self.aux_heads[k](z)
+        if self.local_loss == "ce":
+            return self.loss_fn(out, y)
+        if self.local_loss == "sim":
+            return similarity_matching(out, y, self.num_classes)
+        return supervised_contrastive(out, y, self.temperature)
+
+    def step(self) -> torch.Tensor:
+        x, y = self.sampler.next()
+        blocks = self.model.blocks
+        last = len(blocks) - 1
+        first = 0 if self.trained is None else self.trained
+        h = x
+        if first > 0:
+            with torch.no_grad():
+                for block in blocks[:first]:
+                    block.eval()  # frozen: batch norm uses its running statistics
+                    h = block(h)
+        loss = torch.zeros(())
+        for k in range(first, len(blocks) if self.trained is None else first + 1):
+            h = blocks[k](h.detach())
+            loss = loss + self.block_loss(k, h, y)
+        if self.trained is None or self.trained == last:
+            loss = loss + self.loss_fn(self.model.head(h.detach()), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return loss.detach()
+
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = dict(self.model.state_dict())
+        tensors.update({f"aux.{k}": v for k, v in self.aux_heads.state_dict().items()})
+        return tensors
+
+    def restore(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
+        aux = {k[4:]: v for k, v in tensors.items() if k.startswith("aux.")}
+        self.aux_heads.load_state_dict(aux)
+        model = {k: v for k, v in tensors.items() if not k.startswith("aux.")}
+        super().restore(model, state)
+
+
+def fit_linear_probe(
+    head: nn.Module, feats: torch.Tensor, y: torch.Tensor, steps: int, lr: float
+) -> nn.Module:
+    """``head`` fitted on frozen features by full-batch Adam on cross-entropy, then frozen (a
+    linear probe; also the attention study's phase-1 classifier)."""
+    import torch.nn.functional as F
+
+    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(head(feats), y).backward()
+        opt.step()
+    return head.requires_grad_(False)
+
+
 @dataclass
 class TrainLoop:
     stepper: SupervisedStepper

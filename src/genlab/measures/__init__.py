@@ -4,12 +4,20 @@ Only torch, numpy, scipy and scikit-learn are imported here, never genlab.studie
 genlab.data, so every measure can be used (and tested) on its own.
 """
 
-from genlab.measures.hsic import (
+from genlab.measures.kernels import (
+    cka,
     gaussian_kernel,
+    hsic,
+    hsic_features,
+    median_distance,
     nhsic,
+    nhsic_approx,
     nhsic_batch,
+    nhsic_features,
     normalized_gram,
     normalized_grams,
+    nystrom_features,
+    rff_features,
     trace_product,
     trace_products,
 )
@@ -31,16 +39,24 @@ __all__ = [
     "MutualInformation",
     "NeuralCollapse",
     "NeuralCollapseAccumulator",
+    "cka",
     "collapse_and_bound",
     "gaussian_kernel",
     "generalization_bound",
+    "hsic",
+    "hsic_features",
     "knn_entropy",
+    "median_distance",
     "mutual_information_compressed",
     "neural_collapse",
     "nhsic",
+    "nhsic_approx",
     "nhsic_batch",
+    "nhsic_features",
     "normalized_gram",
     "normalized_grams",
+    "nystrom_features",
+    "rff_features",
     "trace_product",
     "trace_products",
 ]

@@ -9,8 +9,12 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from genlab.models.blocks import AuxHead, BlockNet, block_shapes
 from genlab.models.cnn import SmallCNN
-from genlab.models.mlp import MLP, scale_parameters_
+from genlab.models.lenet import LeNet5
+from genlab.models.mlp import MLP, BlockMLP, scale_parameters_
+from genlab.models.resnet import ResNet18
+from genlab.models.vgg import VGG8b
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": lambda input_shape, num_classes, width, depth: MLP(
@@ -20,6 +24,26 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
         input_shape, num_classes, channels=width
     ),
 }
+
+BLOCK_MODELS: dict[str, Callable[..., BlockNet]] = {
+    "mlp": lambda input_shape, num_classes, width: BlockMLP(input_shape, num_classes, 4, width),
+    "lenet5": lambda input_shape, num_classes, width: LeNet5(input_shape, num_classes),
+    "vgg8b": lambda input_shape, num_classes, width: VGG8b(input_shape, num_classes, width),
+    "resnet18": lambda input_shape, num_classes, width: ResNet18(input_shape, num_classes, width),
+}
+"""Block networks (``genlab.models.blocks``) by name: builder(input_shape, num_classes, width),
+``width`` meaning the MLP's units, VGG8b's divisor of the paper's widths (``narrow``) or
+ResNet-18's base width (LeNet5 has fixed widths)."""
+
+__all__ = [
+    "BLOCK_MODELS",
+    "MODELS",
+    "AuxHead",
+    "BlockNet",
+    "block_shapes",
+    "build_model",
+    "weight_norm",
+]
 
 
 def build_model(

@@ -2,10 +2,11 @@
 layer's query/key (the two-phase protocol of the attention study's real-data part).
 
 A :class:`CachedModel` maps a cached last-block input ``h`` (B, T, d) (and a padding mask) to
-CLS logits and the CLS query's attention over tokens. :class:`ViTCached` wraps genlab's
-:class:`~genlab.models.vit.ViT`; :class:`BertLastLayerCached` wraps the last layer of a
-Hugging Face BERT (e.g. all-MiniLM-L6-v2) computing only the CLS row; :func:`encode_texts`
-runs the frozen layers once to fill the cache.
+logits read from the first token and that token's query attention over tokens.
+:class:`ViTCached` wraps genlab's :class:`~genlab.models.vit.ViT` (first token: CLS);
+:class:`BertLastLayerCached` wraps the last layer of a Hugging Face BERT (e.g.
+all-MiniLM-L6-v2) computing only the first token's row, then a head (the authors: BERT's
+pooler and classifier); :func:`encode_texts` runs the frozen layers once to fill the cache.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from genlab.models.vit import reinit_linears_
 
 
 class CachedModel:
-    """What phase 2 needs from a backbone: CLS logits from a cached last-block input, and the
-    query/key parameters (with their re-initialization)."""
+    """What phase 2 needs from a backbone: first-token logits from a cached last-block input,
+    and the query/key parameters (with their re-initialization)."""
 
     def logits(self, h, mask):  # -> (logits (B, K), CLS attention (B, H, T))
         raise NotImplementedError
@@ -48,13 +49,14 @@ class ViTCached(CachedModel):
 
 
 class BertLastLayerCached(CachedModel):
-    """The CLS row of a (post-LN) BERT layer from its cached input, then a linear head.
+    """The first token's row of a (post-LN) BERT layer from its cached input, then ``head``
+    (any module on that row: a linear layer, or BERT's pooler and a classifier).
 
     Scores use q_cls . (W_k h_t + b_k) = (W_k^T q_cls) . h_t + q_cls . b_k and the output uses
     sum_t a_t (W_v h_t + b_v) = W_v (sum_t a_t h_t) + b_v, so no per-token projection is needed.
     """
 
-    def __init__(self, layer, head: nn.Linear):
+    def __init__(self, layer, head: nn.Module):
         self.layer, self.head = layer, head
         sa = layer.attention.self
         self.sa = sa
@@ -95,12 +97,23 @@ class BertLastLayerCached(CachedModel):
 
 @torch.no_grad()
 def encode_texts(
-    tokenizer, model, texts: list[str], max_length: int, batch: int = 64
+    tokenizer,
+    model,
+    texts: list[str],
+    max_length: int,
+    batch: int = 64,
+    add_special_tokens: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(last-layer input (N, T, d), padding mask (N, T) bool, final CLS output (N, d)); T is
-    the longest tokenized text (<= max_length). Texts run in length order to cut padding."""
-    enc = tokenizer(texts, truncation=True, max_length=max_length)
+    """(last-layer input (N, T, d), padding mask (N, T) bool, final first-token output (N, d));
+    T is the longest tokenized text (<= max_length). Texts run in length order to cut padding.
+    ``add_special_tokens=False`` (the authors' tokenization) makes the first token a word."""
+    enc = tokenizer(
+        texts, truncation=True, max_length=max_length, add_special_tokens=add_special_tokens
+    )
     lengths = [len(ids) for ids in enc["input_ids"]]
+    if min(lengths) == 0:
+        empty = lengths.index(0)
+        raise ValueError(f"text {empty} ({texts[empty]!r}) has no tokens")
     t_max = max(lengths)
     n, d = len(texts), model.config.hidden_size
     h_all = torch.zeros(n, t_max, d)

@@ -3,6 +3,7 @@ grokking sweep's members (:func:`build_mlp`, stacked by :mod:`genlab.ensemble`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from genlab.errors import ConfigError
+from genlab.models.blocks import BlockNet
 
 
 @dataclass
@@ -89,3 +91,21 @@ def build_mlp(
         torch.manual_seed(seed)
         model = nn.Sequential(*mlp_layers(sizes))
     return scale_parameters_(model, init_scale).to(dtype)
+
+
+class BlockMLP(BlockNet):
+    """x (B, *input_shape) -> [flatten,] Linear -> ReLU, ``depth`` blocks of ``width`` units
+    -> head Linear -> logits (B, K): an MLP whose hidden layers are separate blocks."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, depth: int = 4,
+                 width: int = 128):  # fmt: skip
+        d_in = math.prod(input_shape)
+        blocks = [
+            nn.Sequential(
+                *([nn.Flatten()] if i == 0 else []),
+                nn.Linear(d_in if i == 0 else width, width),
+                nn.ReLU(),
+            )
+            for i in range(depth)
+        ]
+        super().__init__(blocks, nn.Linear(width, num_classes))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from genlab.studies import attention, classify, grokking
+from genlab.studies import attention, classify, grokking, layerwise
 from genlab.studies.base import Study
 
-STUDIES: dict[str, Study] = {s.name: s for s in (classify.STUDY, grokking.STUDY, attention.STUDY)}
+STUDIES: dict[str, Study] = {
+    s.name: s for s in (classify.STUDY, grokking.STUDY, attention.STUDY, layerwise.STUDY)
+}
 
 __all__ = ["STUDIES", "Study"]

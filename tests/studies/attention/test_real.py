@@ -79,3 +79,21 @@ def test_phase2_length_and_the_authors_optimizer():
     adam.step()
     constant.step()
     assert type(adam) is torch.optim.Adam and adam.param_groups[0]["lr"] == cfg.phase2_lr
+
+
+def test_tiny_text_run_uses_the_authors_head(tmp_path, monkeypatch):
+    """Text: no special tokens, the pretrained pooler and a fresh classifier fitted in phase 1,
+    q/k of the last layer trained in phase 2; the report's protocol table says so."""
+    monkeypatch.setenv("GENLAB_CACHE", str(tmp_path / "cache"))
+    cfg = smoke_config("text")
+    run = Run(RunPaths(tmp_path / "run"), cfg, quiet=True)
+    with run.stage("real"):
+        key = run_real(cfg, run)
+    assert 0 <= key["real_text_baseline_test_acc"] <= 1
+    table = read_json(run.paths.artifact("real_table.json"))["text"]
+    assert "no special tokens" in table["model"] and "pooler" in table["model"]
+    assert len(table["rows"]) == len(cfg.ns) * len(cfg.etas) * len(cfg.seeds)
+    cache = list((tmp_path / "cache" / "attention_real").glob("minilm-rt-*.safetensors"))
+    assert len(cache) == 1
+    md = "\n".join(body for _, body in real_report_sections(run.paths))
+    assert "72.9%" in md and "no special tokens; the pretrained pooler" in md

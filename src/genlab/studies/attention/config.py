@@ -341,4 +341,11 @@ PRESETS = {
 def _real_config(modality: str):
     dataset = "mnist" if modality == "vision" else "rotten-tomatoes"
     data = dataclasses.replace(RealDataConfig().data, name=dataset)
-    return dataclasses.replace(RealDataConfig(), modality=modality, data=data)
+    if modality == "vision":
+        return dataclasses.replace(RealDataConfig(), data=data)
+    # Text: 12,808 snippets: 1,500 held out for test, 8,000 for phase 1, the pool from the rest;
+    # n = 1000 would take 126k phase-2 steps through a 384-wide layer, so n stops at 200.
+    return dataclasses.replace(
+        RealDataConfig(), modality="text", data=data, test_size=1500, phase1_train=8000,
+        ns=(20, 200),
+    )  # fmt: skip

@@ -1,0 +1,137 @@
+"""The layerwise study's config, its checks and the presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+from genlab.config import DataConfig, reject_changed, require_nonnegative, require_positive
+from genlab.data import check_data_config
+from genlab.errors import ConfigError
+from genlab.executor import ExecutorConfig
+
+MODES = ("e2e", "layerwise", "layerwise-sim", "layerwise-supcon", "layerwise-sequential")
+"""e2e: backpropagation of the final classifier's loss only; layerwise: every block trained by
+its own auxiliary classifier (cross-entropy), inputs detached, all blocks at once (the paper's
+main mode); layerwise-sim / -supcon: the same with similarity matching / supervised
+contrastive local losses; layerwise-sequential: block k trained on top of the frozen blocks
+0..k-1, then frozen."""
+
+LOCAL_LOSS = {"layerwise": "ce", "layerwise-sim": "sim", "layerwise-supcon": "supcon",
+              "layerwise-sequential": "ce"}  # fmt: skip
+
+MODEL_DATA = {
+    "mlp": ("digits", "mnist", "fashion-mnist"),
+    "lenet5": ("mnist", "fashion-mnist"),
+    "vgg8b": ("mnist", "fashion-mnist"),
+    "resnet18": ("mnist", "fashion-mnist"),
+}
+
+
+@dataclass
+class LayerwiseConfig:
+    data: DataConfig = field(default_factory=lambda: DataConfig(name="digits"))
+    """digits (mlp only) | mnist | fashion-mnist; inputs standardized (``normalize``). The
+    paper's CIFAR-10 is not available offline."""
+    model: Literal["mlp", "lenet5", "vgg8b", "resnet18"] = "mlp"
+    width: int = 64
+    """mlp: units per block; vgg8b: divisor of the paper's widths (8: 16..64 channels, fc 128);
+    resnet18: base width (16: 16..128 channels); lenet5: unused."""
+    modes: tuple[str, ...] = MODES
+    seeds: tuple[int, ...] = (0,)
+    epochs: int = 20
+    """Epochs of e2e and simultaneous layer-wise training."""
+    sequential_epochs: int = 4
+    """layerwise-sequential: epochs per block."""
+    batch_size: int = 128
+    lr: float = 5e-4
+    """Adam learning rate (the paper's)."""
+    lr_drops: tuple[float, ...] = (0.5, 0.75)
+    """Fractions of the training at which the learning rate is multiplied by ``lr_drop``."""
+    lr_drop: float = 0.1
+    weight_decay: float = 0.0
+    proj_dim: int = 128
+    """Output size of the auxiliary projection of the sim / supcon local losses."""
+    max_aux_features: int = 2048
+    """Conv outputs are average-pooled to at most this many numbers before an auxiliary head
+    or a linear probe (the paper's 2048)."""
+    temperature: float = 0.1
+    """Supervised contrastive temperature."""
+    measure_points: int = 16
+    """Log-spaced measurement steps per training (per block in the sequential mode)."""
+    hsic_batches: int = 10
+    """nHSIC / CKA are averaged over this many fixed test mini-batches (one seeded shuffle)."""
+    hsic_batch_size: int = 100
+    """m of each mini-batch (the paper's 100; nHSIC depends on m)."""
+    sigma: float = 5.0
+    """nHSIC's Gaussian bandwidth (times sqrt of the dimension), the authors' 5."""
+    probe_train: int = 5000
+    """Training examples the end-of-training linear probes are fitted on."""
+    probe_steps: int = 300
+    """Full-batch Adam steps of each linear probe."""
+    probe_lr: float = 1e-2
+    checkpoint_every: int = 500
+    parallel: ExecutorConfig = field(default_factory=lambda: ExecutorConfig(executor="local"))
+    """Where the trainings (modes x seeds) run: local (default), process or ray."""
+
+
+def validate(cfg: LayerwiseConfig) -> None:
+    check_data_config(cfg.data)
+    if cfg.model not in MODEL_DATA:
+        raise ConfigError("model", f"choose from {sorted(MODEL_DATA)}, got {cfg.model!r}")
+    if cfg.data.name not in MODEL_DATA[cfg.model]:
+        raise ConfigError("data.name", f"{cfg.model} takes {MODEL_DATA[cfg.model]}")
+    reject_changed(
+        cfg.data, DataConfig(name=cfg.data.name, normalize=cfg.data.normalize,
+                             train_size=cfg.data.train_size),
+        ("label_noise", "noise_kind", "p", "op", "train_fraction"),
+        "the layerwise study trains on clean labels", "data.",
+    )  # fmt: skip
+    if not cfg.modes or len(set(cfg.modes)) != len(cfg.modes):
+        raise ConfigError("modes", f"need distinct modes from {MODES}, got {cfg.modes}")
+    for mode in cfg.modes:
+        if mode not in MODES:
+            raise ConfigError("modes", f"unknown mode {mode!r}; choose from {MODES}")
+    if not cfg.seeds:
+        raise ConfigError("seeds", "need at least one seed")
+    require_positive({
+        "width": cfg.width, "epochs": cfg.epochs, "sequential_epochs": cfg.sequential_epochs,
+        "batch_size": cfg.batch_size, "lr": cfg.lr, "lr_drop": cfg.lr_drop,
+        "proj_dim": cfg.proj_dim, "max_aux_features": cfg.max_aux_features,
+        "temperature": cfg.temperature, "hsic_batches": cfg.hsic_batches,
+        "sigma": cfg.sigma, "probe_train": cfg.probe_train, "probe_lr": cfg.probe_lr,
+        "checkpoint_every": cfg.checkpoint_every,
+    })  # fmt: skip
+    if cfg.hsic_batch_size < 4:
+        raise ConfigError("hsic_batch_size", f"need >= 4 samples, got {cfg.hsic_batch_size}")
+    require_nonnegative({"weight_decay": cfg.weight_decay, "measure_points": cfg.measure_points,
+                         "probe_steps": cfg.probe_steps})  # fmt: skip
+    if any(not 0.0 < f < 1.0 for f in cfg.lr_drops):
+        raise ConfigError("lr_drops", f"fractions must be in (0, 1), got {cfg.lr_drops}")
+    cfg.parallel.check()
+
+
+def _preset(data: str, model: str, width: int, **kw) -> LayerwiseConfig:
+    return dataclasses.replace(
+        LayerwiseConfig(), data=DataConfig(name=data), model=model, width=width, **kw
+    )
+
+
+PRESETS = {
+    # A 4-block MLP on digits, every mode: under a minute on 2 cores.
+    "smoke": lambda: _preset("digits", "mlp", 64, epochs=40, sequential_epochs=10, lr=2e-3,
+                             measure_points=8, hsic_batches=3, probe_train=1000),
+    # LeNet5 on MNIST: every mode, 3 seeds.
+    "lenet-mnist": lambda: _preset("mnist", "lenet5", 64, epochs=12, sequential_epochs=3,
+                                   seeds=(0, 1, 2)),
+    # VGG8b at 1/8 width on Fashion-MNIST.
+    "vgg-fashion": lambda: _preset("fashion-mnist", "vgg8b", 8, epochs=10, sequential_epochs=2,
+                                   seeds=(0, 1)),
+    # ResNet-18 layout at base width 16 on Fashion-MNIST.
+    "resnet-fashion": lambda: _preset("fashion-mnist", "resnet18", 16, epochs=8,
+                                      sequential_epochs=1, seeds=(0,)),
+    # The three CNN settings' longest schedules, every mode, 3 seeds.
+    "paper": lambda: _preset("fashion-mnist", "vgg8b", 8, epochs=30, sequential_epochs=6,
+                             seeds=(0, 1, 2)),
+}  # fmt: skip
