@@ -158,3 +158,32 @@ def test_layerwise_checkpoint_round_trip_includes_the_auxiliary_heads():
     stepper2 = LayerwiseStepper(model2, heads2, opt2, EndlessSampler(x, y, 8, 0), "supcon", 3)
     stepper2.restore(tensors, state)
     assert [float(stepper2.step()) for _ in range(3)] == ahead
+
+
+def test_input_information_reward_changes_the_block_gradient_by_its_own_term():
+    """input_weight w: block k's gradient is that of (local loss - w nHSIC(X; Z_k)) on the batch,
+    computed here from the two terms separately."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from genlab.measures import normalized_grams, trace_products
+    from genlab.train import LayerwiseStepper
+
+    x, y = _data()
+    model, heads = _block_net_and_heads()
+    ref_model, ref_heads = copy.deepcopy(model), copy.deepcopy(heads)
+    opt = torch.optim.SGD([*model.parameters(), *heads.parameters()], lr=0.0)
+    stepper = LayerwiseStepper(model, heads, opt, EndlessSampler(x, y, 16, 0), "ce", 3,
+                               input_weight=0.5, sigma=2.0)  # fmt: skip
+    stepper.step()
+    block = ref_model.blocks[0]
+    z = block(x)
+    local = torch.autograd.grad(
+        F.cross_entropy(ref_heads[0](z), y), block[1].weight, retain_graph=True
+    )[0]
+    info = trace_products(normalized_grams(x[None], 2.0), normalized_grams(z[None], 2.0,
+                                                                          detach=False))[0]  # fmt: skip
+    reward = torch.autograd.grad(info, block[1].weight)[0].float()
+    assert reward.abs().max() > 1e-3  # the term is not negligible: the test can fail
+    assert torch.allclose(model.blocks[0][1].weight.grad, local - 0.5 * reward, atol=1e-5)

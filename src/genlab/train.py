@@ -225,6 +225,8 @@ class LayerwiseStepper(SupervisedStepper):
     optimizer step is taken. ``trained=k`` (sequential): blocks 0..k-1 run frozen (eval mode,
     no gradient), block k learns from its local loss, and the final classifier is trained with
     the last block. The optimizer must hold exactly the parameters that are trained.
+    ``input_weight`` > 0 adds -input_weight nHSIC(X; Z_k) (bandwidth ``sigma``) on the batch
+    to each trained block's loss: a reward for keeping input information.
     """
 
     def __init__(
@@ -238,6 +240,8 @@ class LayerwiseStepper(SupervisedStepper):
         scheduler=None,
         trained: int | None = None,
         temperature: float = 0.1,
+        input_weight: float = 0.0,
+        sigma: float = 5.0,
     ):
         from genlab.losses import cross_entropy
 
@@ -246,6 +250,7 @@ class LayerwiseStepper(SupervisedStepper):
             raise ConfigError("local_loss", f"choose from {LOCAL_LOSSES}, got {local_loss!r}")
         self.aux_heads, self.local_loss = aux_heads, local_loss
         self.num_classes, self.trained, self.temperature = num_classes, trained, temperature
+        self.input_weight, self.sigma = input_weight, sigma
 
     def block_loss(self, k: int, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         from genlab.losses import similarity_matching, supervised_contrastive
@@ -269,9 +274,17 @@ class LayerwiseStepper(SupervisedStepper):
                     block.eval()  # frozen: batch norm uses its running statistics
                     h = block(h)
         loss = torch.zeros(())
+        r_x = None
         for k in range(first, len(blocks) if self.trained is None else first + 1):
             h = blocks[k](h.detach())
             loss = loss + self.block_loss(k, h, y)
+            if self.input_weight:  # reward input information: - w nHSIC(X; Z_k) on the batch
+                from genlab.measures import normalized_grams, trace_products
+
+                if r_x is None:
+                    r_x = normalized_grams(x[None], self.sigma)
+                r_z = normalized_grams(h[None], self.sigma, detach=False)
+                loss = loss - self.input_weight * trace_products(r_x, r_z)[0].to(loss.dtype)
         if self.trained is None or self.trained == last:
             loss = loss + self.loss_fn(self.model.head(h.detach()), y)
         self.optimizer.zero_grad(set_to_none=True)

@@ -504,3 +504,24 @@ def test_random_feature_errors_shrink_as_features_grow():
         return float(np.mean(errors)) / exact_hsic
 
     assert hsic_error(1024) < 0.4 * hsic_error(32)
+
+
+def test_undetached_normalized_grams_give_nhsic_and_its_exact_gradient():
+    """detach=False: the same value as nhsic_batch, and the gradient of tr(R_x R_z) with
+    respect to z agrees with central finite differences in float64 (torch.autograd.gradcheck).
+    eps = 1e-3: at the default 1e-5, (K_c + eps m I)^-1 has norm ~1 / (eps m) and the finite
+    differences' own truncation error (~ step x second derivative) swamps the comparison."""
+    from genlab.measures import nhsic_batch, normalized_grams, trace_products
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(12, 5, generator=g, dtype=torch.float64)
+    z = torch.randn(12, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    r_x = normalized_grams(x[None], sigma=1.0, eps=1e-3)
+
+    def value(zz):
+        return trace_products(r_x, normalized_grams(zz[None], 1.0, 1e-3, detach=False))[0]
+
+    want = nhsic_batch(x, z.detach(), sigma=1.0, eps=1e-3)
+    assert float(value(z).detach()) == pytest.approx(want, rel=1e-12)
+    assert torch.autograd.gradcheck(value, (z,), eps=1e-6, atol=1e-6, rtol=1e-4)
+    assert normalized_grams(z[None], sigma=1.0).grad_fn is None  # detached by default

@@ -127,10 +127,16 @@ def normalized_gram(
     return normalized_grams(a[None], sigma, eps)[0]
 
 
-def normalized_grams(a: torch.Tensor, sigma: float = 5.0, eps: float = 1e-5) -> torch.Tensor:
+def normalized_grams(
+    a: torch.Tensor, sigma: float = 5.0, eps: float = 1e-5, detach: bool = True
+) -> torch.Tensor:
     """:func:`normalized_gram` of each of B batches a (B, m, ...) of a Gaussian-kernel side at
-    once: (B, m, m), one batched kernel product and one batched solve."""
-    flat = a.detach().reshape(a.shape[0], a.shape[1], -1).to(torch.float64)
+    once: (B, m, m), one batched kernel product and one batched solve. ``detach=False`` keeps
+    the graph, so tr(R_x R_z) can be a training term (layer-wise training's input-information
+    reward)."""
+    if detach:
+        a = a.detach()
+    flat = a.reshape(a.shape[0], a.shape[1], -1).to(torch.float64)
     k = _gaussian(flat, sigma)
     # K H subtracts each row's mean.
     return _normalized(k - k.mean(dim=-1, keepdim=True), eps)

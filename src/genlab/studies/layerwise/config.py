@@ -58,6 +58,9 @@ class LayerwiseConfig:
     or a linear probe (the paper's 2048)."""
     temperature: float = 0.1
     """Supervised contrastive temperature."""
+    input_info_weight: float = 0.0
+    """Layer-wise modes: each block's loss gets -weight x nHSIC(X; Z) on the batch (bandwidth
+    ``sigma``), a reward for keeping input information; 0: off (the paper)."""
     measure_points: int = 16
     """Log-spaced measurement steps per training (per block in the sequential mode)."""
     hsic_batches: int = 10
@@ -106,6 +109,7 @@ def validate(cfg: LayerwiseConfig) -> None:
     if cfg.hsic_batch_size < 4:
         raise ConfigError("hsic_batch_size", f"need >= 4 samples, got {cfg.hsic_batch_size}")
     require_nonnegative({"weight_decay": cfg.weight_decay, "measure_points": cfg.measure_points,
+                         "input_info_weight": cfg.input_info_weight,
                          "probe_steps": cfg.probe_steps})  # fmt: skip
     if any(not 0.0 < f < 1.0 for f in cfg.lr_drops):
         raise ConfigError("lr_drops", f"fractions must be in (0, 1), got {cfg.lr_drops}")

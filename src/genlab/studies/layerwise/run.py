@@ -186,7 +186,8 @@ def train_one(task: TrainingTask, extra_callbacks: list | None = None) -> list[d
             opt, sched = _optimizer(cfg, params, per_block)
             sampler = EndlessSampler(ds.x_train, ds.y_train, cfg.batch_size, seed=seed * 1000 + k)
             stepper = LayerwiseStepper(model, heads, opt, sampler, local_loss, ds.num_classes,
-                                       sched, trained=k, temperature=cfg.temperature)  # fmt: skip
+                                       sched, trained=k, temperature=cfg.temperature,
+                                       input_weight=cfg.input_info_weight, sigma=cfg.sigma)  # fmt: skip
             meter = InfoPlaneMeter(run, cfg, ds, {**context, "block": k}, k * per_block)
             steps = measurement_steps(per_block, log_points=cfg.measure_points)
             loop = TrainLoop(stepper, per_block, [Callback(meter, steps)])
@@ -200,7 +201,8 @@ def train_one(task: TrainingTask, extra_callbacks: list | None = None) -> list[d
         else:
             opt, sched = _optimizer(cfg, [*model.parameters(), *heads.parameters()], total)
             stepper = LayerwiseStepper(model, heads, opt, sampler, local_loss, ds.num_classes,
-                                       sched, temperature=cfg.temperature)  # fmt: skip
+                                       sched, temperature=cfg.temperature,
+                                       input_weight=cfg.input_info_weight, sigma=cfg.sigma)  # fmt: skip
         meter = InfoPlaneMeter(run, cfg, ds, context)
         steps = measurement_steps(total, log_points=cfg.measure_points)
         loop = TrainLoop(stepper, total, [Callback(meter, steps)])
