@@ -6,7 +6,9 @@ genlab.data, so every measure can be used (and tested) on its own.
 
 from genlab.measures.kernels import (
     cka,
+    cka_from_grams,
     gaussian_kernel,
+    gram,
     hsic,
     hsic_features,
     median_distance,
@@ -40,8 +42,10 @@ __all__ = [
     "NeuralCollapse",
     "NeuralCollapseAccumulator",
     "cka",
+    "cka_from_grams",
     "collapse_and_bound",
     "gaussian_kernel",
+    "gram",
     "generalization_bound",
     "hsic",
     "hsic_features",

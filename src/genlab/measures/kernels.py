@@ -222,7 +222,11 @@ def median_distance(a: torch.Tensor) -> float:
     m (m - 1) / 2 pairwise Euclidean distances ||a_i - a_j|| over i < j (for an even count, the
     mean of the two middle values, as numpy.median); 1.0 when that median is 0 (e.g. more
     than half of the pairs are duplicates), so the kernel stays defined."""
-    dist = _sq_distances(_rows(a)).sqrt()
+    return _median_of_pairs(_sq_distances(_rows(a)).sqrt())
+
+
+def _median_of_pairs(dist: torch.Tensor) -> float:
+    """:func:`median_distance` from the (m, m) distance matrix."""
     m = dist.shape[0]
     if m < 2:
         raise ValueError(f"the median heuristic needs m >= 2 samples, got m={m}")
@@ -239,8 +243,30 @@ def _gram(a: torch.Tensor, kernel: str, sigma: float | None) -> torch.Tensor:
     flat = _rows(a)
     if kernel == "linear":
         return flat @ flat.T
-    bandwidth = median_distance(flat) if sigma is None else float(sigma)
-    return torch.exp(-_sq_distances(flat) / (2.0 * bandwidth**2))
+    dist2 = _sq_distances(flat)
+    bandwidth = _median_of_pairs(dist2.sqrt()) if sigma is None else float(sigma)
+    return torch.exp(-dist2 / (2.0 * bandwidth**2))
+
+
+def gram(a: torch.Tensor, kernel: str = "linear", sigma: float | None = None) -> torch.Tensor:
+    """The (m, m) float64 Gram matrix of samples a (m, ...) flattened that :func:`hsic` and
+    :func:`cka` use: linear a_i.a_j, or Gaussian exp(-||a_i - a_j||^2 / (2 sigma^2)) with
+    :func:`median_distance` when sigma is None. Compute a fixed side once and pass it to
+    :func:`cka_from_grams` for many representations."""
+    if kernel not in _KERNELS:
+        raise ValueError(f"kernel must be one of {_KERNELS}, got kernel={kernel!r}")
+    return _gram(a, kernel, sigma)
+
+
+def cka_from_grams(k: torch.Tensor, l: torch.Tensor, estimator: str = "biased") -> float:
+    """CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) of two (m, m) Gram matrices (as
+    :func:`gram` returns), with the ``biased`` or ``unbiased`` estimator of :func:`hsic`."""
+    if estimator not in _ESTIMATORS:
+        raise ValueError(f"estimator must be one of {_ESTIMATORS}, got estimator={estimator!r}")
+    if estimator == "unbiased" and k.shape[0] < 4:
+        raise ValueError(f"the unbiased estimator needs m >= 4 samples, got m={k.shape[0]}")
+    estimate = _hsic_biased if estimator == "biased" else _hsic_unbiased
+    return float(estimate(k, l) / (estimate(k, k) * estimate(l, l)).sqrt())
 
 
 def _double_centered(gram: torch.Tensor) -> torch.Tensor:
@@ -350,9 +376,7 @@ def cka(
             cross = (k * l).sum()
             norm_x, norm_z = torch.linalg.matrix_norm(k), torch.linalg.matrix_norm(l)
         return float(cross / (norm_x * norm_z))
-    k, l = _gram(x, kernel, sigma), _gram(z, kernel, sigma).to(x.device)
-    estimate = _hsic_biased if estimator == "biased" else _hsic_unbiased
-    return float(estimate(k, l) / (estimate(k, k) * estimate(l, l)).sqrt())
+    return cka_from_grams(_gram(x, kernel, sigma), _gram(z, kernel, sigma).to(x.device), estimator)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -55,6 +55,9 @@ def test_plane_records_match_nhsic_and_cka_computed_directly(tmp_path):
         assert planes[layer]["nhsic_y"] == pytest.approx(want_y, rel=1e-9)
         want_cka = sum(cka(x[b], z[b]) for b in range(len(x))) / len(x)
         assert planes[layer]["cka_lin_x"] == pytest.approx(want_cka, rel=1e-9)
+        onehot = torch.nn.functional.one_hot(y, 10).double()
+        want_rbf = sum(cka(onehot[b], z[b], "gaussian") for b in range(len(x))) / len(x)
+        assert planes[layer]["cka_rbf_y"] == pytest.approx(want_rbf, rel=1e-9)
 
 
 def test_process_pool_gives_the_records_of_the_local_run(tmp_path):

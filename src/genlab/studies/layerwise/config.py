@@ -67,6 +67,9 @@ class LayerwiseConfig:
     """nHSIC / CKA are averaged over this many fixed test mini-batches (one seeded shuffle)."""
     hsic_batch_size: int = 100
     """m of each mini-batch (the paper's 100; nHSIC depends on m)."""
+    test_eval_size: int = 2000
+    """Test accuracy during training on the first N test samples (the full test split at the
+    end of each training or block)."""
     sigma: float = 5.0
     """nHSIC's Gaussian bandwidth (times sqrt of the dimension), the authors' 5."""
     probe_train: int = 5000
@@ -104,6 +107,7 @@ def validate(cfg: LayerwiseConfig) -> None:
         "proj_dim": cfg.proj_dim, "max_aux_features": cfg.max_aux_features,
         "temperature": cfg.temperature, "hsic_batches": cfg.hsic_batches,
         "sigma": cfg.sigma, "probe_train": cfg.probe_train, "probe_lr": cfg.probe_lr,
+        "test_eval_size": cfg.test_eval_size,
         "checkpoint_every": cfg.checkpoint_every,
     })  # fmt: skip
     if cfg.hsic_batch_size < 4:

@@ -20,7 +20,7 @@ from torch import nn
 from genlab.data import Dataset, load_data
 from genlab.executor import map_tasks
 from genlab.losses import cross_entropy
-from genlab.measures import cka, normalized_gram, normalized_grams, trace_products
+from genlab.measures import cka_from_grams, gram, normalized_gram, normalized_grams, trace_products
 from genlab.models import BLOCK_MODELS, AuxHead, BlockNet, block_shapes
 from genlab.runs import MetricsLog, Run, RunPaths, load_checkpoint
 from genlab.studies.layerwise.config import LOCAL_LOSS, LayerwiseConfig
@@ -76,7 +76,8 @@ def layer_outputs(model: BlockNet, x: torch.Tensor) -> list[torch.Tensor]:
 class InfoPlaneMeter:
     """The measurement callback: for every layer (each block's output, then the logits),
     nHSIC(X; Z) and nHSIC(Y; Z) averaged over the fixed test mini-batches, the same pairs by
-    CKA (linear, and Gaussian with the median bandwidth), test loss and accuracy."""
+    CKA (linear, and Gaussian with the median bandwidth), test loss and accuracy (on the first
+    ``test_eval_size`` test samples, on all of them at the loop's last step)."""
 
     def __init__(self, run: Run, cfg: LayerwiseConfig, ds: Dataset, context: dict,
                  step_offset: int = 0):  # fmt: skip
@@ -87,7 +88,13 @@ class InfoPlaneMeter:
         self.r_y = torch.stack(
             [normalized_gram(yb, label_kernel=True, num_classes=ds.num_classes) for yb in self.y]
         )
-        self.onehot = nn.functional.one_hot(self.y, ds.num_classes).double()
+        onehot = nn.functional.one_hot(self.y, ds.num_classes).double()
+        # CKA's fixed sides: the Grams of X and of the one-hot labels, per batch and kernel
+        self.fixed = {
+            (side, kernel): [gram(a, kernel) for a in batches]
+            for side, batches in (("x", self.x), ("y", onehot))
+            for kernel in ("linear", "gaussian")
+        }
 
     def __call__(self, loop: TrainLoop) -> None:
         step = self.step_offset + loop.step
@@ -99,15 +106,17 @@ class InfoPlaneMeter:
                 "nhsic_y": float(trace_products(self.r_y, r_z).mean()),
             }
             for kernel, tag in (("linear", "lin"), ("gaussian", "rbf")):
-                values[f"cka_{tag}_x"] = _mean(
-                    cka(xb, zb, kernel=kernel) for xb, zb in zip(self.x, z)
-                )
-                values[f"cka_{tag}_y"] = _mean(
-                    cka(yb, zb, kernel=kernel) for yb, zb in zip(self.onehot, z)
-                )
+                g_z = [gram(zb, kernel) for zb in z]
+                for side in ("x", "y"):
+                    fixed = self.fixed[side, kernel]
+                    values[f"cka_{tag}_{side}"] = _mean(map(cka_from_grams, fixed, g_z))
             self.run.log(step, "plane", **self.context, layer=layer, **values)
-        test = evaluate(model, self.ds.x_test, self.ds.y_test, cross_entropy)
-        self.run.log(step, "test", **self.context, **test, train_loss=loop.last_loss)
+        # Full test split at the end of a loop; before, its first ``test_eval_size`` samples
+        # (the test pass would otherwise be most of the measurement's cost).
+        n = self.ds.n_test if loop.step == loop.total_steps else self.cfg.test_eval_size
+        test = evaluate(model, self.ds.x_test[:n], self.ds.y_test[:n], cross_entropy)
+        self.run.log(step, "test", **self.context, **test, n=min(n, self.ds.n_test),
+                     train_loss=loop.last_loss)  # fmt: skip
         loop.last_metrics = {"test_acc": test["acc"]}
 
 
