@@ -182,7 +182,10 @@ class SupervisedStepper:
 
     def step(self) -> torch.Tensor:
         x, y = self.sampler.next()
-        loss = self.loss_fn(self.model(x), y)
+        return self.update(self.loss_fn(self.model(x), y))
+
+    def update(self, loss: torch.Tensor) -> torch.Tensor:
+        """One optimizer (and scheduler) step on ``loss``; the loss, detached."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -287,12 +290,7 @@ class LayerwiseStepper(SupervisedStepper):
                 loss = loss - self.input_weight * trace_products(r_x, r_z)[0].to(loss.dtype)
         if self.trained is None or self.trained == last:
             loss = loss + self.loss_fn(self.model.head(h.detach()), y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
-        return loss.detach()
+        return self.update(loss)
 
     def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
         tensors = dict(self.model.state_dict())
