@@ -254,7 +254,7 @@ class Phase2Data:
 @torch.no_grad()
 def evaluate(model: CachedModel, data: Phase2Data, batch: int = 512) -> dict:
     """Loss and accuracy against ``data.y``, and the mean over examples of the max (over
-    tokens) CLS-query attention probability, averaged over heads."""
+    tokens) first-token query (CLS for vision) attention probability, averaged over heads."""
     loss = correct = attn_max = 0.0
     for i in range(0, len(data.y), batch):
         part = data.take(torch.arange(i, min(i + batch, len(data.y))))
@@ -663,7 +663,7 @@ def _plot_curves(paths: RunPaths, modality: str, result: dict) -> str:
                 curve = np.mean([r["curves"][key] for r in rs], axis=0)
                 axes[row][col].plot(rs[0]["curves"]["step"], curve, label=f"n = {n}")
         axes[0][col].set_title(f"eta = {eta:g}")
-        axes[0][col].set_ylabel("mean max CLS attention (train)")
+        axes[0][col].set_ylabel("mean max first-token attention (train)")
         axes[1][col].axhline(result["baseline_test_acc"], color="k", ls=":", label="phase 1")
         axes[1][col].set_ylabel("test accuracy")
         axes[1][col].set_xlabel("phase-2 step")
@@ -810,7 +810,8 @@ def _section(paths: RunPaths, modality: str, result: dict) -> str:
     lines += [
         "",
         "All phase-2 settings (mean ± std over seeds; train loss and accuracy are on the noisy "
-        "labels; the last column is the mean max CLS-query attention probability):",
+        "labels; the last column is the mean max attention probability of the first token's "
+        "query, CLS for vision):",
         "",
         table(
             [
@@ -832,7 +833,7 @@ def _section(paths: RunPaths, modality: str, result: dict) -> str:
         figure_md(
             paths,
             name,
-            f"{modality}: mean max CLS-query attention probability on the training samples "
+            f"{modality}: mean max first-token-query attention probability on the training samples "
             "(top; paper Fig. 9) and test accuracy (bottom) over phase-2 steps",
         )
     )
