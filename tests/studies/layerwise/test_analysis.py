@@ -77,6 +77,7 @@ def test_analyze_reads_the_final_step_and_drops_the_logits_layer():
     assert checks["input_information"]["held"]  # (30 + 35) / 2 > (25 + 24) / 2
     assert checks["bottleneck"]["held"] and checks["accuracy"]["held"]
     assert checks["move_alike"]["held"]  # std 0.82 (layer-wise) < 6.2 (E2E)
+    assert a["claims_by_mode"] == {"layerwise": checks}  # every layer-wise mode, same checks
 
 
 def test_a_step_measured_twice_keeps_its_later_record():

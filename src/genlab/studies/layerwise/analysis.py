@@ -67,6 +67,9 @@ def analyze(records: list[dict], cfg=None) -> dict:
         "probe_acc": probes,
     }
     result["claims"] = claim_checks(final, result["test_acc"])
+    result["claims_by_mode"] = {
+        mode: claim_checks(final, result["test_acc"], mode) for mode in final if mode != "e2e"
+    }
     return result
 
 
@@ -111,12 +114,12 @@ def e2e_more_accurate(e2e_acc: list[float], lw_acc: list[float]) -> dict:
     return {"held": bool((diff > 0).all()), "diff": diff.tolist()}
 
 
-def claim_checks(final: dict, test_acc: dict) -> dict:
-    """Each claim's check (None: a mode it needs was not run). Blocks only: the logits layer
-    (the last index) is dropped."""
-    if "e2e" not in final or REFERENCE not in final:
+def claim_checks(final: dict, test_acc: dict, reference: str = REFERENCE) -> dict:
+    """Each claim's check of E2E against the layer-wise mode ``reference`` ({}: one of the two
+    was not run). Blocks only: the logits layer (the last index) is dropped."""
+    if "e2e" not in final or reference not in final:
         return {}
-    e, w = final["e2e"], final[REFERENCE]
+    e, w = final["e2e"], final[reference]
     seeds = [s for s in e["seeds"] if s in w["seeds"]]
     ie, iw = [e["seeds"].index(s) for s in seeds], [w["seeds"].index(s) for s in seeds]
     ex, wx, ey = e["nhsic_x"][ie, :-1], w["nhsic_x"][iw, :-1], e["nhsic_y"][:, :-1]
@@ -125,7 +128,7 @@ def claim_checks(final: dict, test_acc: dict) -> dict:
         "move_alike": layerwise_layers_move_alike(ex, wx),
         "bottleneck": e2e_bottleneck_shape(e["nhsic_x"][:, :-1], ey),
         "accuracy": e2e_more_accurate(
-            [test_acc["e2e"][s] for s in seeds], [test_acc[REFERENCE][s] for s in seeds]
+            [test_acc["e2e"][s] for s in seeds], [test_acc[reference][s] for s in seeds]
         ),
     }
 
