@@ -128,8 +128,8 @@ def _preset(data: str, model: str, width: int, **kw) -> LayerwiseConfig:
 
 PRESETS = {
     # A 4-block MLP on digits, every mode: under a minute on 2 cores.
-    "smoke": lambda: _preset("digits", "mlp", 64, epochs=40, sequential_epochs=10, lr=2e-3,
-                             measure_points=8, hsic_batches=3, probe_train=1000),
+    "smoke": lambda: _preset("digits", "mlp", 64, epochs=25, sequential_epochs=6, lr=2e-3,
+                             measure_points=6, hsic_batches=3, probe_train=1000),
     # LeNet5 on MNIST: every mode, 3 seeds (8 epochs; sequential: 2 per block).
     "lenet-mnist": lambda: _preset("mnist", "lenet5", 64, epochs=8, sequential_epochs=2,
                                    seeds=(0, 1, 2)),
