@@ -66,11 +66,35 @@ def test_process_pool_gives_the_records_of_the_local_run(tmp_path):
     execute(STUDIES["layerwise"], local, tmp_path / "a", quiet=True)
     execute(STUDIES["layerwise"], pool, tmp_path / "b", quiet=True)
 
-    def by_stage(root):
-        records = MetricsLog(RunPaths(root).metrics).read()
-        return sorted(records, key=lambda r: r["stage"])  # completion order may differ
+    # copies land in task order whatever order the trainings finish in: the same file
+    assert (
+        RunPaths(tmp_path / "b").metrics.read_bytes()
+        == RunPaths(tmp_path / "a").metrics.read_bytes()
+    )
 
-    assert by_stage(tmp_path / "a") == by_stage(tmp_path / "b")
+
+def test_sequential_training_killed_inside_block_1_resumes_to_the_same_records(
+    tmp_path, kill_then_resume
+):
+    """Killed after a checkpoint inside block 1 of the sequential mode (steps count on across
+    blocks, so the resume keeps exactly the records up to that checkpoint)."""
+    cfg = tiny(modes=("layerwise-sequential",), checkpoint_every=4)
+    study = STUDIES["layerwise"]
+    execute(study, cfg, tmp_path / "a", quiet=True)
+    per_block = 1437 // 128  # digits: 1,437 training images, batch 128, 1 epoch per block
+    # inside block 1 (global steps per_block .. 2 per_block), right after a checkpoint
+    at = next(s for s in range(per_block + 5, 2 * per_block) if s % 4 == 0)
+    code = (
+        "import dataclasses\n"
+        "from genlab.config import DataConfig\n"
+        "from genlab.executor import ExecutorConfig\n"
+        "from genlab.studies.layerwise.config import LayerwiseConfig\n"
+        f"CONFIG = {cfg!r}"
+    )
+    kill_then_resume(study, cfg, code, "after_step", at, tmp_path / "r")
+    assert (tmp_path / "r/metrics.jsonl").read_bytes() == RunPaths(
+        tmp_path / "a"
+    ).metrics.read_bytes()
 
 
 @pytest.mark.parametrize(
@@ -80,6 +104,7 @@ def test_process_pool_gives_the_records_of_the_local_run(tmp_path):
         (["--model", "lenet5"], "data.name"),  # LeNet5 needs 28 x 28 images, not digits
         (["--hsic-batch-size", "3"], "hsic_batch_size"),
         (["--lr-drops", "1.5"], "lr_drops"),
+        (["--hsic-batches", "4"], "hsic_batches"),  # 400 > digits' 360 test samples
     ],
 )
 def test_bad_config_is_one_line_naming_the_field(args, needle, capsys):

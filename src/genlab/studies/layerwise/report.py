@@ -103,12 +103,12 @@ def report(paths: RunPaths) -> None:
         if mode in final:
             x = final[mode]["nhsic_x"]
             depth = np.arange(1, x.shape[1] + 1)
-            axes[0].errorbar(depth, x.mean(0), yerr=x.std(0) if len(x) > 1 else None,
+            axes[0].errorbar(depth, x.mean(0), yerr=x.std(0, ddof=1) if len(x) > 1 else None,
                              marker="o", capsize=3, label=_label(mode))  # fmt: skip
         if mode in analysis["probe_acc"]:
             p = analysis["probe_acc"][mode]
             depth = np.arange(1, p.shape[1] + 1)
-            axes[1].errorbar(depth, p.mean(0), yerr=p.std(0) if len(p) > 1 else None,
+            axes[1].errorbar(depth, p.mean(0), yerr=p.std(0, ddof=1) if len(p) > 1 else None,
                              marker="o", capsize=3, label=_label(mode))  # fmt: skip
     axes[0].set_title("input information at the end: nHSIC(X; Z_l) (last point: logits)")
     axes[0].set_xlabel("layer")
@@ -160,7 +160,8 @@ def what_was_run(cfg: LayerwiseConfig) -> str:
         f"epochs (sequential: {cfg.sequential_epochs} per block), learning rate x{cfg.lr_drop:g} "
         f"at {', '.join(f'{f:.0%}' for f in cfg.lr_drops)} of training. nHSIC (sigma "
         f"{cfg.sigma:g}) and CKA on {cfg.hsic_batches} fixed test mini-batches of "
-        f"{cfg.hsic_batch_size}, at {cfg.measure_points} log-spaced steps."
+        f"{cfg.hsic_batch_size}, at {cfg.measure_points} log-spaced steps (per block in the "
+        "sequential mode)."
     )
 
 
@@ -271,7 +272,12 @@ def by_mode_md(analysis: dict) -> str:
         ])  # fmt: skip
     if not rows:
         return ""
-    intro = "E2E against every layer-wise mode (the same checks; seed means in the 2nd column):"
+    intro = (
+        "E2E against every layer-wise mode (the same checks; seed means in the 2nd column). "
+        "The sequential mode trains each block for `sequential_epochs`, not `epochs`, and "
+        "its classifier only with the last block: before that its logits and test accuracy "
+        "come from an untrained classifier."
+    )
     headers = ["layer-wise mode", "early-block nHSIC(X; Z), E2E vs mode",
                "E2E keeps more input information", "mode's layers move alike",
                "E2E minus mode, test acc (points)", "E2E more accurate"]  # fmt: skip
@@ -293,6 +299,7 @@ def protocol_md(cfg: LayerwiseConfig) -> str:
         ["data", "CIFAR-10 (and MNIST-family for LeNet5)",
          f"{cfg.data.name} (CIFAR-10 is not available offline)"],
         ["model widths", "VGG8b / ResNet-18 at full width",
+         "LeNet5 at its original size" if cfg.model == "lenet5" else
          f"{cfg.model}, width setting {cfg.width} (narrowed for 2 CPU cores)"],
         ["schedule", "Adam lr 5e-4, batch 128, learning-rate drops, hundreds of epochs",
          f"Adam lr {cfg.lr:g}, batch {cfg.batch_size}, {cfg.epochs} epochs"],

@@ -49,11 +49,7 @@ def training_name(mode: str, seed: int) -> str:
 def measurement_batches(cfg: LayerwiseConfig, ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     """(x (B, m, ...), y (B, m)): ``hsic_batches`` fixed test mini-batches of m samples from
     one seeded shuffle of the test split (the same for every mode and seed)."""
-    b, m = cfg.hsic_batches, cfg.hsic_batch_size
-    if b * m > ds.n_test:
-        from genlab.errors import ConfigError
-
-        raise ConfigError("hsic_batches", f"{b} x {m} > {ds.n_test} test samples")
+    b, m = cfg.hsic_batches, cfg.hsic_batch_size  # b m <= n_test: checked by validate
     order = torch.randperm(ds.n_test, generator=torch.Generator().manual_seed(0))[: b * m]
     return (
         ds.x_test[order].reshape(b, m, *ds.input_shape),
@@ -79,10 +75,8 @@ class InfoPlaneMeter:
     CKA (linear, and Gaussian with the median bandwidth), test loss and accuracy (on the first
     ``test_eval_size`` test samples, on all of them at the loop's last step)."""
 
-    def __init__(self, run: Run, cfg: LayerwiseConfig, ds: Dataset, context: dict,
-                 step_offset: int = 0):  # fmt: skip
+    def __init__(self, run: Run, cfg: LayerwiseConfig, ds: Dataset, context: dict):
         self.run, self.cfg, self.ds, self.context = run, cfg, ds, context
-        self.step_offset = step_offset
         self.x, self.y = measurement_batches(cfg, ds)
         self.r_x = normalized_grams(self.x, cfg.sigma)
         self.r_y = torch.stack(
@@ -97,7 +91,7 @@ class InfoPlaneMeter:
         }
 
     def __call__(self, loop: TrainLoop) -> None:
-        step = self.step_offset + loop.step
+        step = loop.step
         model = loop.model
         for layer, z in enumerate(layer_outputs(model, self.x)):
             r_z = normalized_grams(z, self.cfg.sigma)
@@ -116,7 +110,7 @@ class InfoPlaneMeter:
         n = self.ds.n_test if loop.step == loop.total_steps else self.cfg.test_eval_size
         test = evaluate(model, self.ds.x_test[:n], self.ds.y_test[:n], cross_entropy)
         self.run.log(step, "test", **self.context, **test, n=min(n, self.ds.n_test),
-                     train_loss=loop.last_loss)  # fmt: skip
+                     objective=loop.last_loss)  # fmt: skip
         loop.last_metrics = {"test_acc": test["acc"]}
 
 
@@ -165,11 +159,12 @@ def _optimizer(cfg: LayerwiseConfig, params, total: int):
 
 def _train_stage(run: Run, name: str, loop: TrainLoop, cfg: LayerwiseConfig, label: str):
     """Run ``loop`` as stage ``name``; a stage finished in an earlier attempt is restored from
-    its last checkpoint instead."""
+    its final checkpoint instead (without one, e.g. damaged, the stage runs again)."""
     if run.stage_done(name):
         ckpt = load_checkpoint(run.paths.stage_checkpoints(name))
-        loop.stepper.restore(ckpt.tensors, ckpt.state["stepper"])
-        return
+        if ckpt is not None and ckpt.step == loop.total_steps:
+            loop.stepper.restore(ckpt.tensors, ckpt.state["stepper"])
+            return
     with run.stage(name):
         train_in_run(loop, run, cfg.checkpoint_every, label=label)
 
@@ -197,9 +192,13 @@ def train_one(task: TrainingTask, extra_callbacks: list | None = None) -> list[d
             stepper = LayerwiseStepper(model, heads, opt, sampler, local_loss, ds.num_classes,
                                        sched, trained=k, temperature=cfg.temperature,
                                        input_weight=cfg.input_info_weight, sigma=cfg.sigma)  # fmt: skip
-            meter = InfoPlaneMeter(run, cfg, ds, {**context, "block": k}, k * per_block)
-            steps = measurement_steps(per_block, log_points=cfg.measure_points)
-            loop = TrainLoop(stepper, per_block, [Callback(meter, steps)])
+            meter = InfoPlaneMeter(run, cfg, ds, {**context, "block": k})
+            # Steps count on across blocks (block k: k per_block .. (k + 1) per_block), so a
+            # record's step and its checkpoint's agree and a resume keeps exactly the records
+            # logged up to the checkpoint.
+            start = k * per_block
+            steps = [start + s for s in measurement_steps(per_block, log_points=cfg.measure_points)]
+            loop = TrainLoop(stepper, start + per_block, [Callback(meter, steps)], step=start)
             _train_stage(run, f"block{k}", loop, cfg, f"{label} block {k}")
     else:
         total = cfg.epochs * steps_per_epoch
@@ -265,11 +264,22 @@ def run(cfg: LayerwiseConfig, run: Run) -> dict:
         if not run.stage_done(training_name(mode, seed))
     ]  # fmt: skip
 
+    # Copies go into this run in task order, whatever order the trainings finish in: then an
+    # interrupted copy is always the last stage in the file, and redoing it on resume (which
+    # truncates from its first record) never removes another training's records.
+    finished: dict[int, list[dict]] = {}
+    order = {id(task): i for i, task in enumerate(tasks)}
+    copied = [0]
+
     def copy_records(task: TrainingTask, records: list[dict]) -> None:
-        with run.stage(training_name(task.mode, task.seed)):
-            for r in records:
-                values = {k: v for k, v in r.items() if k not in ("step", "split", "stage")}
-                run.log(r["step"], r["split"], **values)
+        finished[order[id(task)]] = records
+        while copied[0] in finished:
+            done = tasks[copied[0]]
+            with run.stage(training_name(done.mode, done.seed)):
+                for r in finished.pop(copied[0]):
+                    values = {k: v for k, v in r.items() if k not in ("step", "split", "stage")}
+                    run.log(r["step"], r["split"], **values)
+            copied[0] += 1
 
     p = cfg.parallel
     # In this process the run's extra callbacks (tests interrupt runs with them) reach every
