@@ -60,6 +60,7 @@ def test_plane_records_match_nhsic_and_cka_computed_directly(tmp_path):
         assert planes[layer]["cka_rbf_y"] == pytest.approx(want_rbf, rel=1e-9)
 
 
+@pytest.mark.slow  # 10 s of process start-up; map_tasks' executors agree in test_executor.py
 def test_process_pool_gives_the_records_of_the_local_run(tmp_path):
     local = tiny()
     pool = tiny(parallel=ExecutorConfig(executor="process", workers=2, threads=1))
