@@ -213,6 +213,87 @@ class SupervisedStepper:
         torch.set_rng_state(state["torch_rng"])
 
 
+class SAM(torch.optim.Optimizer):
+    """Sharpness-aware minimization (Foret et al. 2021) around a base optimizer: ascend to
+    w + e, e = rho g / ||g|| (ASAM, ``adaptive``: e_i = rho |w_i|^2 g_i / ||(|w| g)||,
+    Kwon et al. 2021), take the gradient there, step the base optimizer from w with it.
+
+    ``first_step()`` after the first backward, ``second_step()`` after the second; or
+    ``step(closure)`` with a closure that recomputes the loss and calls backward."""
+
+    def __init__(self, params, base_optimizer: torch.optim.Optimizer, rho: float = 0.05,
+                 adaptive: bool = False):  # fmt: skip
+        if rho < 0:
+            raise ValueError(f"rho must be >= 0, got {rho}")
+        super().__init__(params, {"rho": rho, "adaptive": adaptive})
+        self.base_optimizer = base_optimizer
+        self.param_groups = base_optimizer.param_groups  # one lr / schedule for both
+        for group in self.param_groups:
+            group.setdefault("rho", rho)
+            group.setdefault("adaptive", adaptive)
+
+    @torch.no_grad()
+    def first_step(self) -> None:
+        scaled = [((p.abs() if g["adaptive"] else 1.0) * p.grad).norm(2)
+                  for g in self.param_groups for p in g["params"] if p.grad is not None]  # fmt: skip
+        norm = torch.norm(torch.stack(scaled), 2) if scaled else torch.zeros(())
+        for group in self.param_groups:
+            scale = group["rho"] / (norm + 1e-12)
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                e = (p.square() if group["adaptive"] else 1.0) * p.grad * scale
+                p.add_(e)
+                self.state[p]["e"] = e
+
+    @torch.no_grad()
+    def second_step(self) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if "e" in self.state[p]:
+                    p.sub_(self.state[p].pop("e"))  # back to w
+        self.base_optimizer.step()
+
+    def step(self, closure=None):
+        if closure is None:
+            raise ValueError("SAM.step needs a closure that recomputes the loss with backward")
+        self.first_step()
+        self.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            closure()
+        self.second_step()
+
+    def state_dict(self) -> dict:
+        return self.base_optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.base_optimizer.load_state_dict(state_dict)
+
+
+class SAMStepper(SupervisedStepper):
+    """A supervised step with :class:`SAM`: the loss and gradient at w (batch-norm running
+    statistics updated by this pass only), then the gradient at the ascended point with every
+    buffer restored after it, so the second pass leaves the statistics as the first left them."""
+
+    def step(self) -> torch.Tensor:
+        x, y = self.sampler.next()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.model(x), y)
+        loss.backward()
+        buffers = [b.clone() for b in self.model.buffers()]
+
+        def closure():
+            self.loss_fn(self.model(x), y).backward()
+            with torch.no_grad():
+                for b, saved in zip(self.model.buffers(), buffers):
+                    b.copy_(saved)
+
+        self.optimizer.step(closure)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return loss.detach()
+
+
 LOCAL_LOSSES = ("ce", "sim", "supcon")
 """Local losses of layer-wise training: cross-entropy of an auxiliary linear classifier;
 similarity matching (Nokland & Eidnes 2019) and supervised contrastive (Khosla et al. 2020) on

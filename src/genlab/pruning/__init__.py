@@ -1,0 +1,136 @@
+"""Pruning by masks: which weights are prunable, global pruning by a criterion, masks held
+through training, rewinding.
+
+A mask is a dict ``name -> 0/1 float tensor`` over the prunable weights (the ``.weight`` of
+every ``nn.Linear`` and ``nn.Conv*``, found by type; biases, normalization parameters and,
+unless asked, the output layer are never pruned). ``prune`` removes a fraction of the
+*remaining* prunable weights across all layers at once (global ranking), so after L levels
+at fraction f the density is about (1 - f)^L.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+CRITERIA = ("magnitude", "reverse", "random")
+"""magnitude: smallest |w| first (IMP); reverse: largest |w| first; random: uniformly."""
+
+Mask = dict[str, torch.Tensor]
+
+
+def prunable_weights(model: nn.Module, prune_output: bool = False,
+                     exclude: Sequence[str] = ()) -> list[str]:  # fmt: skip
+    """Names of the prunable weights in module order: the weights of Linear and Conv layers,
+    without the last Linear (the output layer) unless ``prune_output``, and without names in
+    ``exclude``."""
+    layers = [(name, mod) for name, mod in model.named_modules()
+              if isinstance(mod, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d)]  # fmt: skip
+    if not prune_output:
+        last_linear = [name for name, mod in layers if isinstance(mod, nn.Linear)]
+        if last_linear:
+            layers = [(n, m) for n, m in layers if n != last_linear[-1]]
+    names = [f"{name}.weight" if name else "weight" for name, _ in layers]
+    return [n for n in names if n not in set(exclude)]
+
+
+def full_mask(model: nn.Module, names: Sequence[str]) -> Mask:
+    params = dict(model.named_parameters())
+    return {k: torch.ones_like(params[k], dtype=torch.float32) for k in names}
+
+
+def density(mask: Mask) -> float:
+    kept = sum(int(m.sum()) for m in mask.values())
+    return kept / sum(m.numel() for m in mask.values())
+
+
+def prune(
+    weights: dict[str, torch.Tensor],
+    mask: Mask,
+    fraction: float,
+    criterion: str = "magnitude",
+    generator: torch.Generator | None = None,
+) -> Mask:
+    """A new mask without round(fraction x remaining) more of the surviving weights, ranked
+    globally by ``criterion``. Ties at the threshold are broken by position (stable sort), so
+    exactly that many go."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    names = list(mask)
+    alive = torch.cat([mask[k].reshape(-1) for k in names]).bool()
+    remaining = int(alive.sum())
+    n_prune = int(math.floor(fraction * remaining + 0.5))
+    if criterion == "random":
+        score = torch.rand(alive.shape, generator=generator, dtype=torch.float64)
+    else:
+        mag = torch.cat([weights[k].detach().abs().reshape(-1).double() for k in names])
+        score = mag if criterion == "magnitude" else -mag
+    score = torch.where(alive, score, torch.full_like(score, math.inf))  # pruned: never again
+    order = torch.sort(score, stable=True).indices[:n_prune]
+    flat = alive.clone()
+    flat[order] = False
+    out, start = {}, 0
+    for k in names:
+        n = mask[k].numel()
+        out[k] = flat[start : start + n].reshape(mask[k].shape).to(torch.float32)
+        start += n
+    return out
+
+
+@torch.no_grad()
+def apply_mask_(model: nn.Module, mask: Mask) -> None:
+    """Zero the pruned weights of ``model`` in place."""
+    params = dict(model.named_parameters())
+    for k, m in mask.items():
+        params[k].mul_(m.to(params[k].dtype))
+
+
+def enforce_mask(model: nn.Module, mask: Mask, optimizer: torch.optim.Optimizer) -> list:
+    """Hold ``mask`` through training: before each optimizer step the pruned weights'
+    gradients are zeroed (no momentum, Adam moments or SAM ascent builds up on them), and after
+    it their weights are set back to exactly 0 (weight decay or momentum cannot move them).
+    Applies the mask now; returns the hook handles (``handle.remove()`` to stop)."""
+    params = dict(model.named_parameters())
+    pairs = [(params[k], m.to(params[k].dtype)) for k, m in mask.items()]
+
+    def mask_grads(*_):
+        for p, m in pairs:
+            if p.grad is not None:
+                p.grad.mul_(m)
+
+    def mask_weights(*_):
+        with torch.no_grad():
+            for p, m in pairs:
+                p.mul_(m)
+
+    apply_mask_(model, mask)
+    handles = []
+    for opt in (optimizer, getattr(optimizer, "base_optimizer", None)):
+        if opt is not None:
+            handles.append(opt.register_step_pre_hook(mask_grads))
+            handles.append(opt.register_step_post_hook(mask_weights))
+    return handles
+
+
+def rewind(model: nn.Module, state: dict[str, torch.Tensor], mask: Mask) -> None:
+    """Load ``state`` (the weights at the rewind iteration) into ``model`` and apply ``mask``."""
+    model.load_state_dict(state)
+    apply_mask_(model, mask)
+
+
+__all__ = [
+    "CRITERIA",
+    "Mask",
+    "apply_mask_",
+    "density",
+    "enforce_mask",
+    "full_mask",
+    "prunable_weights",
+    "prune",
+    "rewind",
+]
