@@ -14,6 +14,7 @@ from genlab.models.cnn import SmallCNN
 from genlab.models.lenet import LeNet5
 from genlab.models.mlp import MLP, BlockMLP, scale_parameters_
 from genlab.models.resnet import ResNet18
+from genlab.models.tickets import Conv4, LeNet300100, ResNet20
 from genlab.models.vgg import VGG8b
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -22,6 +23,15 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     ),
     "cnn": lambda input_shape, num_classes, width, depth: SmallCNN(
         input_shape, num_classes, channels=width
+    ),
+    # The lottery-ticket networks (genlab.models.tickets); width: Conv-4's divisor of its
+    # widths, ResNet-20's base width; depth unused.
+    "lenet300": lambda input_shape, num_classes, width, depth: LeNet300100(
+        input_shape, num_classes
+    ),
+    "conv4": lambda input_shape, num_classes, width, depth: Conv4(input_shape, num_classes, width),
+    "resnet20": lambda input_shape, num_classes, width, depth: ResNet20(
+        input_shape, num_classes, width
     ),
 }
 

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from genlab.data import Dataset, load_data
-from genlab.executor import map_tasks
 from genlab.losses import cross_entropy
 from genlab.measures import cka_from_grams, gram, normalized_gram, normalized_grams, trace_products
 from genlab.models import BLOCK_MODELS, AuxHead, BlockNet, block_shapes
 from genlab.runs import MetricsLog, Run, RunPaths, load_checkpoint
+from genlab.studies.base import run_subruns
 from genlab.studies.layerwise.config import LOCAL_LOSS, LayerwiseConfig
 from genlab.train import (
     Callback,
@@ -261,33 +260,8 @@ def run(cfg: LayerwiseConfig, run: Run) -> dict:
                      quiet=run.quiet)
         for mode in cfg.modes
         for seed in cfg.seeds
-        if not run.stage_done(training_name(mode, seed))
     ]  # fmt: skip
-
-    # Copies go into this run in task order, whatever order the trainings finish in: then an
-    # interrupted copy is always the last stage in the file, and redoing it on resume (which
-    # truncates from its first record) never removes another training's records.
-    finished: dict[int, list[dict]] = {}
-    order = {id(task): i for i, task in enumerate(tasks)}
-    copied = [0]
-
-    def copy_records(task: TrainingTask, records: list[dict]) -> None:
-        finished[order[id(task)]] = records
-        while copied[0] in finished:
-            done = tasks[copied[0]]
-            with run.stage(training_name(done.mode, done.seed)):
-                for r in finished.pop(copied[0]):
-                    values = {k: v for k, v in r.items() if k not in ("step", "split", "stage")}
-                    run.log(r["step"], r["split"], **values)
-            copied[0] += 1
-
-    p = cfg.parallel
-    # In this process the run's extra callbacks (tests interrupt runs with them) reach every
-    # training loop; other processes cannot receive them.
-    extra = run.extra_callbacks if p.executor == "local" else None
-    map_tasks(partial(train_one, extra_callbacks=extra), tasks, executor=p.executor,
-              workers=p.workers, threads=p.threads, ray_address=p.ray_address,
-              on_done=copy_records)  # fmt: skip
+    run_subruns(run, tasks, lambda t: training_name(t.mode, t.seed), train_one, cfg.parallel)
     from genlab.studies.layerwise.analysis import analyze, key_numbers
 
     return key_numbers(analyze(MetricsLog(run.paths.metrics).read(), cfg))
