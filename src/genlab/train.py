@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from genlab.errors import CheckpointError, ConfigError
-from genlab.runs import Diverged, Run, save_checkpoint
+from genlab.runs import Diverged, Run, load_checkpoint, save_checkpoint
 
 # --- schedules -----------------------------------------------------------------------------
 
@@ -484,6 +484,21 @@ def train_in_run(loop: TrainLoop, run: Run, checkpoint_every: int, label: str = 
     with progress_bar(loop.total_steps, label or "train", run.quiet, start=loop.step) as update:
         loop.progress = update
         loop.run()
+
+
+def train_stage(
+    run: Run, name: str, loop: TrainLoop, checkpoint_every: int, label: str = ""
+) -> None:
+    """Run ``loop`` as stage ``name`` of ``run``; a stage finished in an earlier attempt is
+    restored from its final checkpoint instead (without one, e.g. damaged, the stage runs
+    again)."""
+    if run.stage_done(name):
+        ckpt = load_checkpoint(run.paths.stage_checkpoints(name))
+        if ckpt is not None and ckpt.step == loop.total_steps:
+            loop.stepper.restore(ckpt.tensors, ckpt.state["stepper"])
+            return
+    with run.stage(name):
+        train_in_run(loop, run, checkpoint_every, label=label)
 
 
 # --- progress ------------------------------------------------------------------------------

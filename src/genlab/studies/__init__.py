@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from genlab.studies import attention, classify, grokking, layerwise
+from genlab.studies import attention, classify, grokking, layerwise, lottery
 from genlab.studies.base import Study
 
 STUDIES: dict[str, Study] = {
-    s.name: s for s in (classify.STUDY, grokking.STUDY, attention.STUDY, layerwise.STUDY)
+    s.name: s
+    for s in (classify.STUDY, grokking.STUDY, attention.STUDY, layerwise.STUDY, lottery.STUDY)
 }
 
 __all__ = ["STUDIES", "Study"]

@@ -20,7 +20,7 @@ from genlab.data import Dataset, load_data
 from genlab.losses import cross_entropy
 from genlab.measures import cka_from_grams, gram, normalized_gram, normalized_grams, trace_products
 from genlab.models import BLOCK_MODELS, AuxHead, BlockNet, block_shapes
-from genlab.runs import MetricsLog, Run, RunPaths, load_checkpoint
+from genlab.runs import MetricsLog, Run, RunPaths
 from genlab.studies.base import run_subruns
 from genlab.studies.layerwise.config import LOCAL_LOSS, LayerwiseConfig
 from genlab.train import (
@@ -32,7 +32,7 @@ from genlab.train import (
     evaluate,
     fit_linear_probe,
     measurement_steps,
-    train_in_run,
+    train_stage,
 )
 
 TRAININGS = "trainings"
@@ -156,18 +156,6 @@ def _optimizer(cfg: LayerwiseConfig, params, total: int):
     return opt, step_schedule(opt, total, cfg.lr_drops, cfg.lr_drop)
 
 
-def _train_stage(run: Run, name: str, loop: TrainLoop, cfg: LayerwiseConfig, label: str):
-    """Run ``loop`` as stage ``name``; a stage finished in an earlier attempt is restored from
-    its final checkpoint instead (without one, e.g. damaged, the stage runs again)."""
-    if run.stage_done(name):
-        ckpt = load_checkpoint(run.paths.stage_checkpoints(name))
-        if ckpt is not None and ckpt.step == loop.total_steps:
-            loop.stepper.restore(ckpt.tensors, ckpt.state["stepper"])
-            return
-    with run.stage(name):
-        train_in_run(loop, run, cfg.checkpoint_every, label=label)
-
-
 def train_one(task: TrainingTask, extra_callbacks: list | None = None) -> list[dict]:
     """Train, measure and probe one (mode, seed) in its own run folder; its records."""
     cfg, mode, seed = task.cfg, task.mode, task.seed
@@ -198,7 +186,7 @@ def train_one(task: TrainingTask, extra_callbacks: list | None = None) -> list[d
             start = k * per_block
             steps = [start + s for s in measurement_steps(per_block, log_points=cfg.measure_points)]
             loop = TrainLoop(stepper, start + per_block, [Callback(meter, steps)], step=start)
-            _train_stage(run, f"block{k}", loop, cfg, f"{label} block {k}")
+            train_stage(run, f"block{k}", loop, cfg.checkpoint_every, f"{label} block {k}")
     else:
         total = cfg.epochs * steps_per_epoch
         sampler = EndlessSampler(ds.x_train, ds.y_train, cfg.batch_size, seed=seed)
@@ -213,7 +201,7 @@ def train_one(task: TrainingTask, extra_callbacks: list | None = None) -> list[d
         meter = InfoPlaneMeter(run, cfg, ds, context)
         steps = measurement_steps(total, log_points=cfg.measure_points)
         loop = TrainLoop(stepper, total, [Callback(meter, steps)])
-        _train_stage(run, "train", loop, cfg, label)
+        train_stage(run, "train", loop, cfg.checkpoint_every, label)
     if not run.stage_done("probe"):
         with run.stage("probe"):
             for layer, acc in enumerate(probe_accuracies(cfg, model, ds)):
