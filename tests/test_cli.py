@@ -99,10 +99,11 @@ def flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-# wrong type, out of range, empty, and the float corner cases
-FIXED_VALUES = ["", "abc", "-1", "0", "1e308", "nan"]
+# wrong type, out of range, zero, and a float corner case (the empty string and huge floats are
+# among the generated values below, which keeps this sweep over every field quick)
+FIXED_VALUES = ["abc", "-1", "0", "nan"]
 RANDOM_VALUES = st.one_of(
-    st.sampled_from(FIXED_VALUES),
+    st.sampled_from([*FIXED_VALUES, "", "1e308"]),
     st.text(max_size=12),
     st.integers(min_value=-(10**20), max_value=10**20).map(str),
     # genlab flushes subnormals to zero on import (see genlab/__init__.py): none can be drawn

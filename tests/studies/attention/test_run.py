@@ -69,6 +69,8 @@ def test_resume_skips_finished_parts(smoke_run, tmp_path):
     assert len(MetricsLog(root / "metrics.jsonl").read()) == n_records  # nothing retrained
 
 
+# slow (30 s): the contract test already kills the attention smoke run halfway and resumes it
+@pytest.mark.slow
 def test_sigkill_inside_a_part_then_resume_equals_uninterrupted(
     smoke_run, tmp_path, kill_then_resume
 ):

@@ -79,7 +79,12 @@ def test_sweep_resumed_after_interrupt_equals_uninterrupted(tmp_path, uninterrup
     assert (tmp_path / "b" / "metrics.jsonl").read_text() == uninterrupted_sweep
 
 
-@pytest.mark.parametrize(("where", "at"), [("after_step", 50), ("mid_checkpoint", 200)])
+# the kill inside a checkpoint write is tested on every run in tests/test_runs.py; here it is
+# slow (13 s), the kill after a step stays in the default suite
+@pytest.mark.parametrize(
+    ("where", "at"),
+    [("after_step", 50), pytest.param("mid_checkpoint", 200, marks=pytest.mark.slow)],
+)
 def test_sweep_sigkilled_then_resumed_equals_uninterrupted(
     tmp_path, where, at, uninterrupted_sweep, kill_then_resume
 ):

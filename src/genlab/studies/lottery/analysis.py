@@ -91,8 +91,8 @@ def directional(a: np.ndarray | None, b: np.ndarray | None, share: float = SHARE
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
     ok = ~(np.isnan(x) | np.isnan(y))
-    if ok.sum() < 3:
-        return math.nan
+    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
+        return math.nan  # undefined for fewer than 3 points or a constant series
     return float(spearmanr(x[ok], y[ok]).statistic)
 
 

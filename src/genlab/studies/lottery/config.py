@@ -101,6 +101,9 @@ class LotteryConfig:
     """Monte-Carlo draws (weight sample x batch) of the stochastic training error."""
     bound_draw_batch: int = 500
     delta: float = 0.01
+    measure_noisy: bool = False
+    """Measure flatness, distance and the bounds of label-noise chains too (no claim reads
+    them: the flatness claims are on clean labels, the noise claims on accuracy)."""
     checkpoint_every: int = 500
     parallel: ExecutorConfig = field(default_factory=lambda: ExecutorConfig(executor="process"))
     """Where the IMP chains (settings x noise rates x seeds) run."""
@@ -161,6 +164,14 @@ def validate(cfg: LotteryConfig) -> None:
         raise ConfigError("delta", f"must be in (0, 1), got {cfg.delta}")
     if cfg.lr_large <= cfg.lr_small:
         raise ConfigError("lr_large", f"must exceed lr_small ({cfg.lr_small}), got {cfg.lr_large}")
+    if cfg.rewind_step > 0:
+        from genlab.data import load_data
+
+        n_train = load_data(cfg.data).n_train
+        level_steps = cfg.epochs * (n_train // min(cfg.batch_size, n_train))
+        if cfg.rewind_step > level_steps:
+            raise ConfigError("rewind_step", f"{cfg.rewind_step} is past the {level_steps} "
+                              "steps of a level's training")  # fmt: skip
     if cfg.model == "conv4" and 64 % cfg.width:
         raise ConfigError("width", f"conv4's divisor must divide 64, got {cfg.width}")
     cfg.parallel.check()
@@ -177,7 +188,7 @@ def _preset(data: str, model: str, **kw) -> LotteryConfig:
 
 PRESETS = {
     # LeNet-300-100 on digits, 3 levels, every setting, noise 0 and 0.4: about 30 s on 2 cores.
-    "smoke": lambda: _preset("digits", "lenet300", levels=3, epochs=3, batch_size=64,
+    "smoke": lambda: _preset("digits", "lenet300", levels=3, epochs=2, batch_size=64,
                              label_noise=(0.0, 0.4), measure_train=256, hessian_iters=8,
                              trace_probes=4, sharpness_samples=2, sharpness_train=500,
                              bound_steps=20, bound_draws=30, bound_draw_batch=200,

@@ -161,7 +161,7 @@ def lottery_claims(cfg: LotteryConfig, analysis: dict) -> list[Claim]:
         Claim("IMP at a small learning rate finds winning tickets (better than the same mask "
               "from a random re-initialization)",
               "Frankle & Carbin 2019's definition; the paper builds on it",
-              _cmp(_neg(c["winning_tickets"]), pct, ("re-init", "ticket")),
+              _cmp(c["winning_tickets"], pct, ("re-init", "ticket")),
               _held(c["winning_tickets"])),
         Claim("IMP with a large learning rate does not work well (keeps less of its dense "
               "accuracy as it prunes)",

@@ -9,7 +9,7 @@ through the shared executor. Level L of a chain:
    and train ``epochs`` epochs with the mask held; test accuracy every ``eval_every_epochs``;
 3. ``level{L}-reinit`` (settings with a reinit control, L >= 1): the same mask from a fresh
    random initialization;
-4. ``level{L}-measure``: flatness (top Hessian eigenvalue, trace, expected and worst-case
+4. ``level{L}-measure`` (clean-label chains, or all with ``measure_noisy``): flatness (top Hessian eigenvalue, trace, expected and worst-case
    sharpness), distance from initialization and the PAC-Bayes bounds of the trained ticket.
 
 Masks are written to ``masks/levelL.safetensors`` when made; every stage resumes on its own,
@@ -217,7 +217,8 @@ def run_chain(task: ChainTask, extra_callbacks: list | None = None) -> list[dict
                     rewind(model, _rewind_state(cfg, init, rewind_path), mask)
                     run.log(0, "prune", **context, density=density(mask),
                             train_acc_pruned=after_prune, train_acc_rewound=accuracy(model, ds))  # fmt: skip
-        rewind(model, _rewind_state(cfg, init, rewind_path), mask)
+        start = init if level == 0 else _rewind_state(cfg, init, rewind_path)
+        rewind(model, start, mask)
         train_ticket(run, cfg, task, ds, model, mask, f"level{level}", "ticket", context,
                      rewind_path if level == 0 and cfg.rewind_step > 0 else None)  # fmt: skip
         if spec.reinit and level > 0 and not run.stage_done(f"level{level}-reinit"):
@@ -225,7 +226,7 @@ def run_chain(task: ChainTask, extra_callbacks: list | None = None) -> list[dict
             rewind(control, control.state_dict(), mask)
             train_ticket(run, cfg, task, ds, control, mask, f"level{level}-reinit", "reinit",
                          context)  # fmt: skip
-        if not run.stage_done(f"level{level}-measure"):
+        if (task.noise == 0 or cfg.measure_noisy) and not run.stage_done(f"level{level}-measure"):
             with run.stage(f"level{level}-measure"):
                 values = measure_ticket(cfg, ds, model, mask, init, cfg.levels + 1,
                                         seed=task.seed)  # fmt: skip
