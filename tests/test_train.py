@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from genlab.runs import RunPaths, execute
@@ -187,3 +188,62 @@ def test_input_information_reward_changes_the_block_gradient_by_its_own_term():
     reward = torch.autograd.grad(info, block[1].weight)[0].float()
     assert reward.abs().max() > 1e-3  # the term is not negligible: the test can fail
     assert torch.allclose(model.blocks[0][1].weight.grad, local - 0.5 * reward, atol=1e-5)
+
+
+# --- SAM -----------------------------------------------------------------------------------
+
+
+def _sam_reference_step(params, grad_fn, lr, rho):
+    """One SAM step written out: g = grad(w); e = rho g / ||g||; w <- w - lr grad(w + e)."""
+    g = grad_fn(params)
+    norm = torch.sqrt(sum((gi**2).sum() for gi in g))
+    ascended = [p + rho * gi / (norm + 1e-12) for p, gi in zip(params, g)]
+    g2 = grad_fn(ascended)
+    return [p - lr * gi for p, gi in zip(params, g2)]
+
+
+def test_sam_step_matches_the_written_out_update_and_returns_to_w_exactly():
+    from genlab.train import SAM
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2)
+    ).double()
+    x, y = torch.randn(20, 3, dtype=torch.float64), torch.randint(0, 2, (20,))
+
+    def grad_fn(ps):
+        out = torch.func.functional_call(
+            net, dict(zip([k for k, _ in net.named_parameters()], ps)), (x,)
+        )
+        return torch.autograd.grad(torch.nn.functional.cross_entropy(out, y), ps)
+
+    start = [p.detach().clone().requires_grad_() for p in net.parameters()]
+    expected = _sam_reference_step(start, grad_fn, 0.1, 0.05)
+    opt = SAM(net.parameters(), torch.optim.SGD(net.parameters(), lr=0.1), rho=0.05)
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(net(x), y).backward()
+    opt.step(lambda: torch.nn.functional.cross_entropy(net(x), y).backward())
+    for p, e in zip(net.parameters(), expected):
+        assert torch.allclose(p, e, rtol=1e-12, atol=1e-14)
+    # with lr 0 the step must leave w bit for bit as it was ((w + e) - e would not)
+    net32 = torch.nn.Linear(50, 3)
+    before = [p.detach().clone() for p in net32.parameters()]
+    opt32 = SAM(net32.parameters(), torch.optim.SGD(net32.parameters(), lr=0.0), rho=0.37)
+    xb = torch.randn(8, 50)
+    net32(xb).square().sum().backward()
+    opt32.step(lambda: net32(xb).square().sum().backward())
+    assert all(torch.equal(p, b) for p, b in zip(net32.parameters(), before))
+
+
+def test_sam_shares_the_base_optimizers_groups_after_a_resume():
+    from genlab.train import SAM
+
+    net = torch.nn.Linear(4, 2)
+    base = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    opt = SAM(net.parameters(), base, rho=0.05)
+    assert opt.param_groups is base.param_groups and len(base.param_groups) == 1
+    opt.load_state_dict(opt.state_dict())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5)
+    sched.step()
+    assert base.param_groups[0]["lr"] == pytest.approx(0.05)
+    assert opt.param_groups is base.param_groups

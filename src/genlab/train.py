@@ -216,24 +216,40 @@ class SupervisedStepper:
 class SAM(torch.optim.Optimizer):
     """Sharpness-aware minimization (Foret et al. 2021) around a base optimizer: ascend to
     w + e, e = rho g / ||g|| (ASAM, ``adaptive``: e_i = rho |w_i|^2 g_i / ||(|w| g)||,
-    Kwon et al. 2021), take the gradient there, step the base optimizer from w with it.
+    Kwon et al. 2021), take the gradient there, and step the base optimizer from w (restored
+    exactly, not as (w + e) - e) with it.
 
-    ``first_step()`` after the first backward, ``second_step()`` after the second; or
-    ``step(closure)`` with a closure that recomputes the loss and calls backward."""
+    ``step(closure)``: the gradient at w must be in ``.grad``; the closure recomputes the loss
+    at the ascended point and calls backward. Hooks registered on this optimizer (e.g.
+    ``genlab.pruning.enforce_mask``) run around the whole step. ``param_groups`` are the base
+    optimizer's, so a learning-rate schedule on either reaches both, also after a resume."""
 
     def __init__(self, params, base_optimizer: torch.optim.Optimizer, rho: float = 0.05,
                  adaptive: bool = False):  # fmt: skip
         if rho < 0:
             raise ValueError(f"rho must be >= 0, got {rho}")
+        self._base: torch.optim.Optimizer | None = None
+        self._own_groups: list = []
         super().__init__(params, {"rho": rho, "adaptive": adaptive})
-        self.base_optimizer = base_optimizer
-        self.param_groups = base_optimizer.param_groups  # one lr / schedule for both
-        for group in self.param_groups:
+        self._base = base_optimizer
+        for group in base_optimizer.param_groups:
             group.setdefault("rho", rho)
             group.setdefault("adaptive", adaptive)
 
+    @property
+    def base_optimizer(self) -> torch.optim.Optimizer:
+        return self._base
+
+    @property
+    def param_groups(self) -> list:
+        return self._own_groups if self._base is None else self._base.param_groups
+
+    @param_groups.setter
+    def param_groups(self, groups: list) -> None:
+        self._own_groups = groups  # torch's __init__ builds these; the base's are used after
+
     @torch.no_grad()
-    def first_step(self) -> None:
+    def _ascend(self) -> None:
         scaled = [((p.abs() if g["adaptive"] else 1.0) * p.grad).norm(2)
                   for g in self.param_groups for p in g["params"] if p.grad is not None]  # fmt: skip
         norm = torch.norm(torch.stack(scaled), 2) if scaled else torch.zeros(())
@@ -242,32 +258,31 @@ class SAM(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                e = (p.square() if group["adaptive"] else 1.0) * p.grad * scale
-                p.add_(e)
-                self.state[p]["e"] = e
+                self.state[p]["w"] = p.detach().clone()
+                p.add_((p.square() if group["adaptive"] else 1.0) * p.grad * scale)
 
     @torch.no_grad()
-    def second_step(self) -> None:
+    def _descend(self) -> None:
         for group in self.param_groups:
             for p in group["params"]:
-                if "e" in self.state[p]:
-                    p.sub_(self.state[p].pop("e"))  # back to w
-        self.base_optimizer.step()
+                if "w" in self.state[p]:
+                    p.copy_(self.state[p].pop("w"))  # exactly back to w
+        self._base.step()
 
     def step(self, closure=None):
         if closure is None:
             raise ValueError("SAM.step needs a closure that recomputes the loss with backward")
-        self.first_step()
+        self._ascend()
         self.zero_grad(set_to_none=True)
         with torch.enable_grad():
             closure()
-        self.second_step()
+        self._descend()
 
     def state_dict(self) -> dict:
-        return self.base_optimizer.state_dict()
+        return self._base.state_dict()
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.base_optimizer.load_state_dict(state_dict)
+        self._base.load_state_dict(state_dict)
 
 
 class SAMStepper(SupervisedStepper):

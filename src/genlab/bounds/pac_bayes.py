@@ -76,7 +76,7 @@ def kl_inverse(q: float, c: float, tol: float = 1e-12) -> float:
             hi = mid
         else:
             lo = mid
-    return lo
+    return hi  # the upper end: an upper bound stays on the conservative side
 
 
 def binary_entropy(s: float) -> float:

@@ -54,6 +54,9 @@ class GaussianPosterior(nn.Module):
         self.names = list(named)
         self.means = {k: p.detach().clone() for k, p in named.items()}
         self.mask = {k: mask[k].to(p.dtype) for k, p in named.items() if k in mask}
+        for k, m in self.mask.items():  # the spike-and-slab KL assumes pruned means are 0
+            if bool((self.means[k][m == 0] != 0).any()):
+                raise ValueError(f"{k}: pruned weights must be exactly 0 in the posterior mean")
         self.init = {k: init_state[k].detach().to(p.dtype) for k, p in named.items()}
         self.rho = nn.ParameterDict(
             {
@@ -203,7 +206,8 @@ def lottery_bound(
     """Both bounds for a fitted posterior on the training set (x, y). ``sparsity_grid_size``:
     how many sparsities the run could have picked the ticket from (its IMP levels)."""
     grid = prior_grid if prior_grid is not None else prior_variance_grid()
-    errors = stochastic_error(posterior, x, y, draws, batch_size, seed)
+    # draws from their own stream, independent of the one the posterior was fitted with
+    errors = stochastic_error(posterior, x, y, draws, batch_size, seed + 1)
     r_hat = sum(errors) / draws
     flat = posterior.flat()
     terms = spike_and_slab_kl(**flat)

@@ -109,13 +109,14 @@ def lanczos(
     k: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Lanczos tridiagonalization of the symmetric ``op`` from v0 with full reorthogonalization:
-    (alpha (m,), beta (m-1,)) of T_m, m <= steps. Stops early on an invariant subspace, or once
-    the top-k Ritz values move by less than ``tol`` relatively between two iterations (checked
-    every iteration when tol > 0)."""
+    (alpha (m,), beta (m-1,)) of T_m, m <= steps. Stops early on an invariant subspace
+    (beta_j <= 1e-6 ||T|| in the working precision's terms), or, when tol > 0, once each of
+    the top-k Ritz pairs (theta_i, y_i = Q s_i) has residual ||H y_i - theta_i y_i|| =
+    beta_j |s_i[-1]| <= tol |theta_i|."""
     q = project(v0)
     q = q / torch.linalg.vector_norm(q)
     basis, alphas, betas = [q], [], []
-    previous = None
+    eps = torch.finfo(q.dtype).eps
     for j in range(steps):
         w = project(op(basis[j]))
         alpha = torch.dot(w, basis[j])
@@ -124,15 +125,17 @@ def lanczos(
         w = w - Q.T @ (Q @ w)  # full reorthogonalization (twice is enough)
         w = w - Q.T @ (Q @ w)
         beta = torch.linalg.vector_norm(w)
-        if tol > 0 and j + 1 >= k:
-            top = ritz_values(torch.stack(alphas), torch.stack(betas) if betas else None)[-k:]
-            if previous is not None and bool(
-                ((top - previous).abs() <= tol * top.abs().clamp_min(1e-30)).all()
-            ):
-                break
-            previous = top
-        if j == steps - 1 or beta <= 1e-10 * alpha.abs().clamp_min(1e-30):
+        if j == steps - 1:
             break
+        a, b = torch.stack(alphas), torch.stack(betas) if betas else None
+        scale = float(tridiagonal(a, b).abs().max())
+        if float(beta) <= 100 * eps * max(scale, 1e-30) * len(alphas):
+            break  # an invariant subspace: the Ritz values are eigenvalues
+        if tol > 0 and len(alphas) >= k:
+            theta, s = torch.linalg.eigh(tridiagonal(a, b).double())
+            residual = float(beta) * s[-1, -k:].abs()
+            if bool((residual <= tol * theta[-k:].abs().clamp_min(1e-30)).all()):
+                break
         betas.append(beta)
         basis.append(w / beta)
     a = torch.stack(alphas)
@@ -163,14 +166,18 @@ def hessian_eigenvalues(
     dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """The k largest eigenvalues of the loss Hessian (descending, float64), by Lanczos from a
-    seeded Gaussian start, stopped when they change by less than ``tol`` relatively (or after
-    ``max_iter`` products)."""
+    seeded Gaussian start, stopped when each Ritz pair's residual is below ``tol`` times its
+    value (the eigenvalue error is then at most about residual^2 / gap), or after ``max_iter``
+    products."""
     op = HessianOperator(model, loss_fn, batches, mask, dtype)
     if k > op.dim:
         raise ValueError(f"k={k} exceeds the {op.dim} (surviving) parameters")
     g = torch.Generator().manual_seed(seed)
     v0 = torch.randn(op.theta.numel(), generator=g, dtype=torch.float64).to(op.dtype)
     alpha, beta = lanczos(op, v0, min(max_iter, op.dim), op.project, tol, k)
+    if len(alpha) < k:
+        raise ValueError(f"Lanczos found an invariant subspace of size {len(alpha)} < k={k} "
+                         "(a degenerate start or operator): try another seed")  # fmt: skip
     return ritz_values(alpha, beta).flip(0)[:k]
 
 

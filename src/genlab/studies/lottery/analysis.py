@@ -44,9 +44,10 @@ def analyze(records: list[dict], cfg) -> dict:
         key, seed, level = (r["setting"], float(r["noise"])), r["seed"], r["level"]
         if r["split"] in ("ticket", "reinit"):
             p = r["split"]
-            best = out[key].get(f"{p}_best_acc")
-            prev = best[seed_index[seed], level] if best is not None else np.nan
-            put(key, f"{p}_best_acc", seed, level, np.fmax(prev, r["test_acc"]))
+            if r["step"] > 0:  # early stopping picks among trained weights, not the start
+                best = out[key].get(f"{p}_best_acc")
+                prev = best[seed_index[seed], level] if best is not None else np.nan
+                put(key, f"{p}_best_acc", seed, level, np.fmax(prev, r["test_acc"]))
             if "train_acc" in r:  # the loop's last step
                 put(key, f"{p}_test_acc", seed, level, r["test_acc"])
                 put(key, f"{p}_train_acc", seed, level, r["train_acc"])

@@ -112,7 +112,11 @@ def figures(paths: RunPaths, cfg: LotteryConfig, levels: dict) -> None:
         _plot(axes[1], levels, (s, 0.0), "certified_bound", f"{s} certified", ls="--")
         _plot(axes[1], levels, (s, 0.0), "stochastic_error", f"{s} stochastic error", ls=":")
     _axes(axes[0], "spike-and-slab KL parts (nats)", "nats", True)
-    _axes(axes[1], "bounds on the test error of the stochastic ticket", "error")
+    _axes(
+        axes[1],
+        "stochastic ticket: authors' quantity (not a bound) and the certified bound",
+        "error",
+    )
     for key, q in sorted(levels.items()):
         if "kl" in q and key[1] == 0.0:
             axes[2].scatter(q["distance"].ravel(), q["kl"].ravel(), s=12, label=key[0],
@@ -282,10 +286,14 @@ def bound_md(cfg: LotteryConfig) -> str:
         "The **certified bound** uses the same posterior with one prior variance lambda from a "
         "fixed grid of 64 values (log-spaced over [1e-8, 1]) and the sparsity of the ticket's "
         f"level from the run's {cfg.levels + 1} level sparsities: a union bound over the "
-        "64 x levels priors; the kl-inverse (Maurer) form; and r replaced by its "
+        f"64 x {cfg.levels + 1} priors; the kl-inverse (Maurer) form; and r replaced by its "
         "Langford-Caruana upper limit kl_inverse(r_hat, log(2 / delta') / draws). It holds with "
         f"probability >= 1 - {cfg.delta:g} - {cfg.delta:g}. Level 0 (density 1) is the ordinary "
-        "Gaussian PAC-Bayes bound of the dense network (no mask term)."
+        "Gaussian PAC-Bayes bound of the dense network (no mask term). Caveats: the input "
+        "standardization constants come from the training images (the customary MNIST / "
+        "Fashion-MNIST constants; digits: this training split), and a batch-norm network's "
+        "running statistics are fitted on them too; strictly, a certificate needs both fixed "
+        "independently of the sample, and no KL term pays for them."
     )
 
 
