@@ -16,12 +16,13 @@ from genlab.runs import MetricsLog, RunPaths, execute, load_checkpoint
 from genlab.studies import STUDIES
 from genlab.studies.lottery.config import PRESETS
 from genlab.studies.lottery.run import build, chain_data, chain_name
-from genlab.train import evaluate
+from genlab.train import Callback, evaluate
 
 TINY = dataclasses.replace(
     PRESETS["smoke"](), levels=2, epochs=1, settings=("small-lr", "random"), label_noise=(0.0,),
     measure_train=128, hessian_iters=3, trace_probes=2, sharpness_samples=1,
     sharpness_train=200, bound_steps=2, bound_draws=3, bound_draw_batch=50,
+    checkpoint_every=8,
 )  # fmt: skip
 
 
@@ -116,3 +117,31 @@ def test_late_rewinding_starts_each_level_from_the_saved_step(tmp_path):
     first = next(r for r in records
                  if r["split"] == "ticket" and r["level"] == 1 and r["step"] == 0)  # fmt: skip
     assert first["test_acc"] == expected
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stop_at_call", [5, 9])  # inside level 1's training; inside its re-init
+def test_a_chain_interrupted_inside_a_level_resumes_to_the_same_records(
+    tiny_run, tmp_path, stop_at_call
+):
+    """The callback fires at steps 0, 10 and 20 of each 22-step training (one epoch of 1,437
+    digits in batches of 64): call 5 is step 10 of level 1, call 9 step 20 of level 1's
+    re-init control; both resume from a checkpoint taken every 8 steps."""
+    calls = [0]
+
+    def boom(loop):
+        calls[0] += 1
+        if calls[0] == stop_at_call:
+            raise Interrupt
+
+    study = STUDIES["lottery"]
+    every_ten = Callback(boom, every=10)
+    with pytest.raises(Interrupt):
+        execute(study, TINY, tmp_path / "r", quiet=True, extra_callbacks=[every_ten])
+    stages = sorted(p.stem for p in (tmp_path / "r/chains").rglob("stages/*.json"))
+    assert stages, "interrupted inside the first chain"
+    assert execute(study, TINY, tmp_path / "r", quiet=True, resume=True)["status"] == "complete"
+    assert (tmp_path / "r/metrics.jsonl").read_bytes() == tiny_run.metrics.read_bytes()
