@@ -122,3 +122,13 @@ def reject_changed(
             value, base = getattr(value, part), getattr(base, part)
         if value != base:
             raise ConfigError(prefix + name, f"{why} (got {value!r}; leave it at {base!r})")
+
+
+def require_distinct_choices(field: str, values: Sequence[Any], choices: Sequence[Any]) -> None:
+    """ConfigError naming ``field`` unless ``values`` is a non-empty list of distinct members
+    of ``choices``."""
+    if not values or len(set(values)) != len(values):
+        raise ConfigError(field, f"need distinct values from {tuple(choices)}, got {values}")
+    for v in values:
+        if v not in choices:
+            raise ConfigError(field, f"unknown value {v!r}; choose from {tuple(choices)}")

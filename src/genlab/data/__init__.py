@@ -34,6 +34,7 @@ __all__ = [
     "Dataset",
     "cache_dir",
     "check_data_config",
+    "check_model_data",
     "load_data",
     "load_dataset",
 ]
@@ -167,6 +168,23 @@ def check_data_config(
             f"no standard constants for {data.name!r} (have {sorted(STANDARD_MEAN_STD)}); "
             "use train or none",
         )
+
+
+def check_model_data(
+    data: DataConfig, model: str, model_data: dict[str, tuple[str, ...]], why_clean: str
+) -> None:
+    """The checks of a study that trains a named image model on clean labels: ``data`` is
+    valid, ``model`` is a key of ``model_data`` and takes ``data.name``, and no label-noise or
+    modular-arithmetic field is set (``why_clean`` says why in the message)."""
+    check_data_config(data)
+    if model not in model_data:
+        raise ConfigError("model", f"choose from {sorted(model_data)}, got {model!r}")
+    if data.name not in model_data[model]:
+        raise ConfigError("data.name", f"{model} takes {model_data[model]}")
+    reject_changed(
+        data, DataConfig(name=data.name, normalize=data.normalize, train_size=data.train_size),
+        ("label_noise", "noise_kind", "p", "op", "train_fraction"), why_clean, "data.",
+    )  # fmt: skip
 
 
 def load_data(data: DataConfig, noise_seed: int = 0) -> Dataset:

@@ -6,8 +6,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-from genlab.config import DataConfig, reject_changed, require_nonnegative, require_positive
-from genlab.data import check_data_config
+from genlab.config import (
+    DataConfig,
+    require_distinct_choices,
+    require_nonnegative,
+    require_positive,
+)
+from genlab.data import check_model_data
 from genlab.errors import ConfigError
 from genlab.executor import ExecutorConfig
 
@@ -83,22 +88,8 @@ class LayerwiseConfig:
 
 
 def validate(cfg: LayerwiseConfig) -> None:
-    check_data_config(cfg.data)
-    if cfg.model not in MODEL_DATA:
-        raise ConfigError("model", f"choose from {sorted(MODEL_DATA)}, got {cfg.model!r}")
-    if cfg.data.name not in MODEL_DATA[cfg.model]:
-        raise ConfigError("data.name", f"{cfg.model} takes {MODEL_DATA[cfg.model]}")
-    reject_changed(
-        cfg.data, DataConfig(name=cfg.data.name, normalize=cfg.data.normalize,
-                             train_size=cfg.data.train_size),
-        ("label_noise", "noise_kind", "p", "op", "train_fraction"),
-        "the layerwise study trains on clean labels", "data.",
-    )  # fmt: skip
-    if not cfg.modes or len(set(cfg.modes)) != len(cfg.modes):
-        raise ConfigError("modes", f"need distinct modes from {MODES}, got {cfg.modes}")
-    for mode in cfg.modes:
-        if mode not in MODES:
-            raise ConfigError("modes", f"unknown mode {mode!r}; choose from {MODES}")
+    check_model_data(cfg.data, cfg.model, MODEL_DATA, "the layerwise study trains on clean labels")
+    require_distinct_choices("modes", cfg.modes, MODES)
     if not cfg.seeds:
         raise ConfigError("seeds", "need at least one seed")
     require_positive({

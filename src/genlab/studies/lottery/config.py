@@ -6,8 +6,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-from genlab.config import DataConfig, reject_changed, require_nonnegative, require_positive
-from genlab.data import check_data_config
+from genlab.config import (
+    DataConfig,
+    require_distinct_choices,
+    require_nonnegative,
+    require_positive,
+)
+from genlab.data import check_model_data
 from genlab.errors import ConfigError
 from genlab.executor import ExecutorConfig
 
@@ -121,22 +126,9 @@ def chains(cfg: LotteryConfig) -> list[tuple[str, float, int]]:
 
 
 def validate(cfg: LotteryConfig) -> None:
-    check_data_config(cfg.data)
-    if cfg.model not in MODEL_DATA:
-        raise ConfigError("model", f"choose from {sorted(MODEL_DATA)}, got {cfg.model!r}")
-    if cfg.data.name not in MODEL_DATA[cfg.model]:
-        raise ConfigError("data.name", f"{cfg.model} takes {MODEL_DATA[cfg.model]}")
-    reject_changed(
-        cfg.data, DataConfig(name=cfg.data.name, normalize=cfg.data.normalize,
-                             train_size=cfg.data.train_size),
-        ("label_noise", "noise_kind", "p", "op", "train_fraction"),
-        "label noise is the study's own `label_noise` list", "data.",
-    )  # fmt: skip
-    if not cfg.settings or len(set(cfg.settings)) != len(cfg.settings):
-        raise ConfigError("settings", f"need distinct settings from {tuple(SETTINGS)}")
-    for s in cfg.settings:
-        if s not in SETTINGS:
-            raise ConfigError("settings", f"unknown setting {s!r}; choose from {tuple(SETTINGS)}")
+    check_model_data(cfg.data, cfg.model, MODEL_DATA,
+                     "label noise is the study's own `label_noise` list")  # fmt: skip
+    require_distinct_choices("settings", cfg.settings, tuple(SETTINGS))
     if not cfg.label_noise or len(set(cfg.label_noise)) != len(cfg.label_noise):
         raise ConfigError("label_noise", f"need distinct rates, got {cfg.label_noise}")
     if any(not 0.0 <= f < 1.0 for f in cfg.label_noise):
