@@ -194,13 +194,14 @@ PRESETS = {
                                    trace_probes=10, bound_steps=200, bound_draws=150,
                                    bound_draw_batch=1000),
     # Conv-4 at 1/8 width (8 / 16 channels, fc 32) on the first 10,000 Fashion-MNIST training
-    # images, 10 levels (density 10.7%), noise 0 and 0.4: about an hour on 2 cores (a conv step
-    # is ~40x a LeNet-300-100 step on CPU).
+    # images, 10 levels (density 10.7%), noise 0 and 0.4, lighter measures: about an hour on
+    # 2 cores (a conv step costs ~40 LeNet-300-100 steps on CPU).
     "fashion-conv": lambda: _preset("fashion-mnist", "conv4", width=8, levels=10, epochs=3,
                                     train_size=10000, label_noise=(0.0, 0.4),
-                                    measure_train=500, hessian_iters=15, trace_probes=10,
-                                    sharpness_train=2000, bound_steps=150, bound_draws=100,
-                                    bound_draw_batch=1000),
+                                    measure_train=256, hessian_iters=10, trace_probes=6,
+                                    sharpness_samples=5, sharpness_train=1000, bound_steps=80,
+                                    bound_draws=60, bound_draw_batch=500,
+                                    parallel=ExecutorConfig(executor="process", workers=2)),
     # The full protocol: LeNet-300-100 on MNIST, 15 levels, 20 epochs per level, 3 seeds,
     # every setting and noise rate (ResNet-20: `--model resnet20 --width 16`, slow on CPU).
     "paper": lambda: _preset("mnist", "lenet300", levels=15, epochs=20, seeds=(0, 1, 2),
