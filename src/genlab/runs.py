@@ -499,6 +499,9 @@ class Diverged(Exception):
         self.step, self.loss = step, loss
         super().__init__(f"loss became {loss} at step {step}")
 
+    def __reduce__(self):  # so a worker process can hand it back (Exception pickles args only)
+        return (Diverged, (self.step, self.loss))
+
 
 # --- the run folder's owner: marker, lock, replacement ---------------------------------------
 

@@ -145,3 +145,26 @@ def test_a_chain_interrupted_inside_a_level_resumes_to_the_same_records(
     assert stages, "interrupted inside the first chain"
     assert execute(study, TINY, tmp_path / "r", quiet=True, resume=True)["status"] == "complete"
     assert (tmp_path / "r/metrics.jsonl").read_bytes() == tiny_run.metrics.read_bytes()
+
+
+def test_a_diverging_chain_ends_with_a_record_and_the_run_completes(tmp_path):
+    import math
+    import pickle
+
+    from genlab.runs import Diverged
+
+    e = pickle.loads(pickle.dumps(Diverged(7, math.inf)))  # a worker can hand it back
+    assert (e.step, e.loss, str(e)) == (7, math.inf, "loss became inf at step 7")
+    cfg = dataclasses.replace(TINY, settings=("small-lr", "large-lr"), lr_large=1e6)
+    assert execute(STUDIES["lottery"], cfg, tmp_path / "d", quiet=True)["status"] == "complete"
+    records = MetricsLog(RunPaths(tmp_path / "d").metrics).read()
+    diverged = [r for r in records if r["split"] == "diverged"]
+    assert [(r["setting"], r["level"]) for r in diverged] == [("large-lr", 0)]
+    assert not any(r["split"] == "measure" and r["setting"] == "large-lr" for r in records)
+    # the chain run again keeps the verdict instead of training the diverged level again
+    from genlab.studies.lottery.run import ChainTask, run_chain
+
+    chain = tmp_path / "d/chains" / chain_name("large-lr", 0.0, 0)
+    before = (chain / "metrics.jsonl").read_bytes()
+    run_chain(ChainTask(cfg, "large-lr", 0.0, 0, str(chain)))
+    assert (chain / "metrics.jsonl").read_bytes() == before

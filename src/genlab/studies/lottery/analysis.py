@@ -38,7 +38,10 @@ def analyze(records: list[dict], cfg) -> dict:
         arr = out[key].setdefault(name, np.full((len(seed_index), n_levels), np.nan))
         arr[seed_index[seed], level] = value
 
+    diverged = []
     for r in records:
+        if r["split"] == "diverged":
+            diverged.append((r["setting"], float(r["noise"]), r["seed"], r["level"], r["step"]))
         if r["split"] not in ("ticket", "reinit", "prune", "measure"):
             continue
         key, seed, level = (r["setting"], float(r["noise"])), r["seed"], r["level"]
@@ -58,7 +61,7 @@ def analyze(records: list[dict], cfg) -> dict:
             for m in MEASURES:
                 put(key, m, seed, level, r[m])
     levels = dict(out)
-    return {"levels": levels, "claims": check_claims(levels, cfg)}
+    return {"levels": levels, "claims": check_claims(levels, cfg), "diverged": diverged}
 
 
 def seed_mean(levels: dict, key: tuple, name: str) -> np.ndarray | None:

@@ -306,10 +306,15 @@ def report(paths: RunPaths) -> None:
     corr = (f"Spearman correlation over every ticket: KL vs distance "
             f"{sig(c['kl_distance_spearman'])}, KL vs top eigenvalue "
             f"{sig(c['kl_eigenvalue_spearman'])}.")  # fmt: skip
+    diverged = "".join(
+        f"\n\nDiverged: the {s} chain (noise {n:g}, seed {sd}) at level {lv}, step {st} (a "
+        "non-finite loss); its later levels are missing."
+        for s, n, sd, lv, st in analysis["diverged"]
+    )
     sections = [
         ("Claims", PAPER_QUOTES + f" Each verdict compares seed means level by level over the "
          f"pruned levels and holds when the claimed direction holds at >= {SHARE:.0%} of them "
-         "and on average.\n\n" + claims_table(lottery_claims(cfg, analysis))),
+         "and on average.\n\n" + claims_table(lottery_claims(cfg, analysis)) + diverged),
         ("Accuracy against density", figure_md(paths, "accuracy", "IMP tickets per setting; "
          "dashed: the small-lr masks from a random re-initialization")),
         ("Flatness against density", figure_md(paths, "flatness", "after training, on "

@@ -12,7 +12,8 @@ through the shared executor. Level L of a chain:
 4. ``level{L}-measure`` (clean-label chains, or all with ``measure_noisy``): flatness (top Hessian eigenvalue, trace, expected and worst-case
    sharpness), distance from initialization and the PAC-Bayes bounds of the trained ticket.
 
-Masks are written to ``masks/levelL.safetensors`` when made; every stage resumes on its own,
+A level whose training diverges (a non-finite loss) ends its chain with a ``diverged``
+record. Masks are written to ``masks/levelL.safetensors`` when made; every stage resumes on its own,
 and a finished chain's records are copied into this run in chain order.
 """
 
@@ -33,7 +34,14 @@ from genlab.measures.hessian import hessian_eigenvalues, hessian_trace
 from genlab.measures.sharpness import distance_from_init, expected_sharpness, worst_case_sharpness
 from genlab.models import MODELS
 from genlab.pruning import density, enforce_mask, full_mask, prunable_weights, prune, rewind
-from genlab.runs import MetricsLog, Run, RunPaths, atomic_write_safetensors, load_checkpoint
+from genlab.runs import (
+    Diverged,
+    MetricsLog,
+    Run,
+    RunPaths,
+    atomic_write_safetensors,
+    load_checkpoint,
+)
 from genlab.studies.base import run_subruns
 from genlab.studies.lottery.config import SETTINGS, LotteryConfig, chains
 from genlab.train import (
@@ -219,8 +227,15 @@ def run_chain(task: ChainTask, extra_callbacks: list | None = None) -> list[dict
                             train_acc_pruned=after_prune, train_acc_rewound=accuracy(model, ds))  # fmt: skip
         start = init if level == 0 else _rewind_state(cfg, init, rewind_path)
         rewind(model, start, mask)
-        train_ticket(run, cfg, task, ds, model, mask, f"level{level}", "ticket", context,
-                     rewind_path if level == 0 and cfg.rewind_step > 0 else None)  # fmt: skip
+        if run.stage_done(f"level{level}-diverged"):
+            break
+        try:
+            train_ticket(run, cfg, task, ds, model, mask, f"level{level}", "ticket", context,
+                         rewind_path if level == 0 and cfg.rewind_step > 0 else None)  # fmt: skip
+        except Diverged as e:  # a result (a too large learning rate), not a crash: the chain ends
+            with run.stage(f"level{level}-diverged"):
+                run.log(e.step, "diverged", **context, loss=e.loss)
+            break
         if spec.reinit and level > 0 and not run.stage_done(f"level{level}-reinit"):
             control = build(cfg, ds, 10_000 + task.seed)  # a fresh random initialization
             rewind(control, control.state_dict(), mask)
