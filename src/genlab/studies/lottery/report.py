@@ -48,6 +48,8 @@ def _plot(ax, levels, key, name, label, **kw):
     y, x = seed_mean(levels, key, name), _density(levels.get(key, {}))
     if y is None or x is None:
         return
+    if kw.pop("positive", False):  # a log axis: leave out zeros (the dense level's mask KL)
+        y = np.where(y > 0, y, np.nan)
     arr = levels[key][name]
     err = np.nanstd(arr, axis=0, ddof=1) if arr.shape[0] > 1 else None
     ax.errorbar(x, y, yerr=err, marker="o", ms=3, capsize=2, label=label,
@@ -55,8 +57,17 @@ def _plot(ax, levels, key, name, label, **kw):
 
 
 def _axes(ax, title, ylabel, log_y=False):
+    from matplotlib.ticker import NullFormatter, PercentFormatter
+
     ax.set_xscale("log")
     ax.invert_xaxis()
+    # ticks at the levels' densities (at most 8 of them), as percentages
+    xs = sorted({round(float(v), 6) for line in ax.get_lines() for v in line.get_xdata()
+                 if np.isfinite(v) and v > 0}, reverse=True)  # fmt: skip
+    if xs:
+        ax.set_xticks(xs[:: max(1, -(-len(xs) // 8))])
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("density (fraction of prunable weights kept)")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
@@ -107,7 +118,7 @@ def figures(paths: RunPaths, cfg: LotteryConfig, levels: dict) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.2))
     for s in flat:
         for name, ls in (("kl_kept", "-"), ("kl_mask", "--"), ("kl_other", ":")):
-            _plot(axes[0], levels, (s, 0.0), name, f"{s} {name}", ls=ls)
+            _plot(axes[0], levels, (s, 0.0), name, f"{s} {name}", ls=ls, positive=True)
         _plot(axes[1], levels, (s, 0.0), "authors_bound", f"{s} authors' bound")
         _plot(axes[1], levels, (s, 0.0), "certified_bound", f"{s} certified", ls="--")
         _plot(axes[1], levels, (s, 0.0), "stochastic_error", f"{s} stochastic error", ls=":")
