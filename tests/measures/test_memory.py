@@ -1,0 +1,42 @@
+"""Saved activations against hand counts: an MLP saves d + 2h values per token, a DLR-Net of
+depth L and rank r saves L (d + 2r)."""
+
+import pytest
+import torch
+from torch import nn
+
+from genlab.lock import DLRNet
+from genlab.measures.memory import saved_activation_bytes
+
+
+def test_an_mlp_saves_its_input_pre_activation_and_activation_per_token():
+    d, h, n = 16, 64, 3 * 5
+    mlp = nn.Sequential(nn.Linear(d, h), nn.GELU(), nn.Linear(h, d))
+    x = torch.randn(3, 5, d)
+    saved, out = saved_activation_bytes(lambda: mlp(x), exclude=mlp.parameters())
+    assert saved == 4 * n * (d + 2 * h)
+    assert out.shape == x.shape
+    # parameters count when not excluded: the second weight matrix (the first layer computes
+    # no input gradient, x does not require one, so its weight is not saved)
+    with_weights, _ = saved_activation_bytes(lambda: mlp(x))
+    assert with_weights == saved + 4 * d * h
+
+
+@pytest.mark.parametrize("block,per_block", [("gelu", lambda d, r: d + 2 * r),
+                                             ("swiglu", lambda d, r: d + 4 * r)])  # fmt: skip
+def test_a_dlr_net_saves_every_blocks_input_and_hidden_activations(block, per_block):
+    d, r, depth, n = 16, 4, 8, 7
+    net = DLRNet(d, r, depth, block)
+    x = torch.randn(n, d)
+    saved, _ = saved_activation_bytes(lambda: net(x), exclude=net.parameters())
+    # gelu: the block input, the pre-activation, the activation (B's input): d + 2 r; swiglu:
+    # the input (shared by G and U), G u (silu's input), silu(G u) and U u (the product's
+    # inputs), the product (B's input): d + 4 r
+    assert saved == 4 * n * depth * per_block(d, r)
+
+
+def test_no_grad_saves_nothing():
+    mlp = nn.Linear(8, 8)
+    with torch.no_grad():
+        saved, _ = saved_activation_bytes(lambda: mlp(torch.randn(2, 8)))
+    assert saved == 0
