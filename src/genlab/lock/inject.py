@@ -140,13 +140,18 @@ def inject(model: nn.Module, config: LockConfig, seed: int = 0) -> dict[str, dic
         w = mlp_weights(mlp, name)
         torch.manual_seed(seed * 100_003 + i)
         net = build_dlr(w, config)
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, LockedMLP(net, mlp_parameter_count(w.d, w.h, w.block)))
+        replace_module(model, name, LockedMLP(net, mlp_parameter_count(w.d, w.h, w.block)))
         report[name] = {"block": w.block, "d": w.d, "h": w.h, "rank": net.rank,
                         "depth": net.depth, "mlp_parameters": mlp_parameter_count(w.d, w.h, w.block),
                         "dlr_parameters": parameter_count(w.d, net.rank, net.depth, w.block)}  # fmt: skip
     return report
+
+
+def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` at the dotted ``name`` of ``model``."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
 
 
 def locked_modules(model: nn.Module) -> dict[str, LockedMLP]:
