@@ -1,0 +1,50 @@
+"""Calibration capture and module-wise distillation."""
+
+import pytest
+import torch
+from torch import nn
+
+from genlab.lock import DLRNet
+from genlab.lock.distill import capture_mlp_io, distill, relative_error
+
+
+class Toy(nn.Module):
+    """Embedding -> x + mlp(x) -> logits, called with input_ids (and attention_mask)."""
+
+    def __init__(self, vocab=20, d=6, h=16):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.mlp = nn.Sequential(nn.Linear(d, h), nn.GELU(), nn.Linear(h, d))
+        self.out = nn.Linear(d, vocab)
+
+    def forward(self, input_ids, attention_mask=None):
+        x = self.emb(input_ids)
+        return self.out(x + self.mlp(x))
+
+
+def test_capture_keeps_exactly_the_unpadded_tokens_in_order():
+    torch.manual_seed(0)
+    model = Toy()
+    ids = torch.randint(0, 20, (2, 5))
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    got = capture_mlp_io(model, ["mlp"], [{"input_ids": ids, "attention_mask": mask},
+                                          {"input_ids": ids[:1]}])  # fmt: skip
+    x, y = got["mlp"]
+    emb = model.emb(ids).detach()
+    expected_x = torch.cat([emb[0, :3], emb[1], emb[0]])  # 3 + 5 unpadded, then 5 unmasked
+    assert torch.equal(x, expected_x)
+    assert torch.allclose(y, model.mlp(expected_x).detach())
+
+
+def test_relative_error_by_hand_and_distillation_fits_an_mlp():
+    torch.manual_seed(0)
+    d, h = 6, 16
+    mlp = nn.Sequential(nn.Linear(d, h), nn.GELU(), nn.Linear(h, d))
+    x = torch.randn(4000, d)
+    y = mlp(x).detach()
+    net = DLRNet(d, 4, 4)
+    assert relative_error(net, x, y) == pytest.approx(1.0)  # zero output at init
+    # net(x) = x / 2 against targets x: ||x/2 - x||^2 / ||x||^2 = 1/4
+    assert relative_error(lambda t: t * 0.5, y, y) == pytest.approx(0.25)
+    history = distill(net, x, y, steps=600, lr=1e-2, batch=512)
+    assert history[0] > 0.9 and relative_error(net, x, y) < 0.05
