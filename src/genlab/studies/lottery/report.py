@@ -23,8 +23,8 @@ from genlab.studies.lottery.config import FLATNESS_SETTINGS, LotteryConfig
 
 PAPER = "Sakamoto & Sato, NeurIPS 2022 (arXiv 2205.07320)"
 PAPER_QUOTES = (
-    f'The paper ({PAPER}, abstract): IMP "the initial large learning rate does not work well in '
-    'deep neural networks such as ResNet"; "we hypothesize that the winning tickets have '
+    f'The paper ({PAPER}, abstract): with IMP, "the initial large learning rate does not work '
+    'well in deep neural networks such as ResNet"; "we hypothesize that the winning tickets have '
     'relatively sharp minima"; "flatness is useful for improving accuracy and robustness to '
     "label noise and [...] the distance from the initial weights is deeply involved in winning "
     'tickets"; and (Section 1) "winning tickets are actually more vulnerable to label noise '
