@@ -40,11 +40,11 @@ def test_relative_error_by_hand_and_distillation_fits_an_mlp():
     torch.manual_seed(0)
     d, h = 6, 16
     mlp = nn.Sequential(nn.Linear(d, h), nn.GELU(), nn.Linear(h, d))
-    x = torch.randn(4000, d)
+    x = torch.randn(2000, d)
     y = mlp(x).detach()
     net = DLRNet(d, 4, 4)
     assert relative_error(net, x, y) == pytest.approx(1.0)  # zero output at init
     # net(x) = x / 2 against targets x: ||x/2 - x||^2 / ||x||^2 = 1/4
     assert relative_error(lambda t: t * 0.5, y, y) == pytest.approx(0.25)
-    history = distill(net, x, y, steps=600, lr=1e-2, batch=512)
+    history = distill(net, x, y, steps=250, lr=2e-2, batch=512)
     assert history[0] > 0.9 and relative_error(net, x, y) < 0.05

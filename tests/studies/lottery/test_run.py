@@ -123,13 +123,15 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("stop_at_call", [5, 9])  # inside level 1's training; inside its re-init
+# inside level 1's re-init control (its ticket trained, its measure not yet); a kill inside a
+# ticket's training is the contract test's
+@pytest.mark.parametrize("stop_at_call", [9])
 def test_a_chain_interrupted_inside_a_level_resumes_to_the_same_records(
     tiny_run, tmp_path, stop_at_call
 ):
     """The callback fires at steps 0, 10 and 20 of each 22-step training (one epoch of 1,437
-    digits in batches of 64): call 5 is step 10 of level 1, call 9 step 20 of level 1's
-    re-init control; both resume from a checkpoint taken every 8 steps."""
+    digits in batches of 64): call 9 is step 20 of level 1's re-init control, which resumes
+    from its checkpoint at step 16 (one every 8 steps)."""
     calls = [0]
 
     def boom(loop):
@@ -155,7 +157,7 @@ def test_a_diverging_chain_ends_with_a_record_and_the_run_completes(tmp_path):
 
     e = pickle.loads(pickle.dumps(Diverged(7, math.inf)))  # a worker can hand it back
     assert (e.step, e.loss, str(e)) == (7, math.inf, "loss became inf at step 7")
-    cfg = dataclasses.replace(TINY, settings=("small-lr", "large-lr"), lr_large=1e6)
+    cfg = dataclasses.replace(TINY, settings=("large-lr",), lr_large=1e6)
     assert execute(STUDIES["lottery"], cfg, tmp_path / "d", quiet=True)["status"] == "complete"
     records = MetricsLog(RunPaths(tmp_path / "d").metrics).read()
     diverged = [r for r in records if r["split"] == "diverged"]
