@@ -53,7 +53,9 @@ def load_news() -> list[str]:
     path = Path(spec.submodule_search_locations[0]) / "data/en/NewsArticles.zip"
     with zipfile.ZipFile(path) as z, z.open("NewsArticles.csv") as f:
         df = pd.read_csv(f).sort_values("article_id")
-    articles = [f"{t}\n\n{x}".strip() for t, x in zip(df["title"].fillna(""), df["text"].fillna(""))]
+    articles = [
+        f"{t}\n\n{x}".strip() for t, x in zip(df["title"].fillna(""), df["text"].fillna(""))
+    ]
     return [a for a in articles if a]  # one article of the 3,824 is empty
 
 
