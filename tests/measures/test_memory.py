@@ -40,3 +40,20 @@ def test_no_grad_saves_nothing():
     with torch.no_grad():
         saved, _ = saved_activation_bytes(lambda: mlp(torch.randn(2, 8)))
     assert saved == 0
+
+
+def test_flops_of_an_mlp_forward_and_backward_by_hand():
+    from genlab.measures.memory import forward_backward_flops
+
+    d, h, n = 16, 64, 10
+    mlp = nn.Sequential(nn.Linear(d, h), nn.GELU(), nn.Linear(h, d))
+    x = torch.randn(n, d)
+    fwd, bwd = forward_backward_flops(lambda: mlp(x).square().sum())
+    assert fwd == 2 * n * d * h * 2  # two products of 2 n d h
+    # backward: weight gradients of both layers, the input gradient of the second only
+    # (x needs none): 3 products
+    assert bwd == 3 * 2 * n * d * h
+    # a DLR-Net at matched parameters (L r = h) does the same products: same FLOPs
+    net = DLRNet(d, 8, 8)
+    fwd_dlr, _ = forward_backward_flops(lambda: net(x).square().sum())
+    assert fwd_dlr == fwd

@@ -1,4 +1,5 @@
-"""What backpropagation must keep: the bytes autograd saves for the backward pass.
+"""What backpropagation must keep and do: the bytes autograd saves for the backward pass, and
+the FLOPs of the forward and backward passes.
 
 ``saved_activation_bytes(fn, exclude=params)`` runs ``fn`` under saved-tensor hooks and sums
 the sizes of the distinct storages autograd packs for backward, leaving out the storages of
@@ -33,3 +34,16 @@ def saved_activation_bytes(
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = fn()
     return sum(seen.values()), out
+
+
+def forward_backward_flops(loss_fn: Callable[[], torch.Tensor]) -> tuple[int, int]:
+    """(forward FLOPs, backward FLOPs) of computing ``loss_fn()`` and backpropagating it,
+    counted by ``torch.utils.flop_counter`` (matrix products and convolutions: a (m, k) x
+    (k, n) product counts 2 m k n)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fwd:
+        loss = loss_fn()
+    with FlopCounterMode(display=False) as bwd:
+        loss.backward()
+    return fwd.get_total_flops(), bwd.get_total_flops()
