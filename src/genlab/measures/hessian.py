@@ -12,9 +12,12 @@ L(theta) = sum_b |b| loss(f(x_b; theta), y_b) / sum_b |b| over fixed ``batches``
   random unit v, the nodes theta_j (Ritz values) and weights tau_j = (e_1^T s_j)^2 of T_m give
   v^T g(H) v ~ sum_j tau_j g(theta_j); the density is their Gaussian-smoothed average.
 
-Each product H v is one forward-over-reverse pass (``torch.func.jvp`` of ``torch.func.grad``),
-and batches of vectors go through ``vmap`` together. The model is evaluated in eval mode
-(batch-norm running statistics, no dropout), as PyHessian does.
+The loss and its gradient are computed once, functionally (``torch.func.functional_call`` on a
+flat parameter vector, so a float64 reference needs no copy of the model), with the gradient's
+graph kept; each product H v is then one backward pass through that graph (reverse over
+reverse: about 3x cheaper on CPU than forward-over-reverse ``jvp(grad)``, which redoes the
+forward pass every time, and as fast as ``vmap`` over a batch of vectors). The model is
+evaluated in eval mode (batch-norm running statistics, no dropout), as PyHessian does.
 
 ``mask`` (a dict name -> 0/1 tensor, e.g. a lottery ticket's) restricts H to the surviving
 coordinates: the operator is P H P with P the diagonal 0/1 projection, seen on the subspace of
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, jvp, vmap
+from torch.func import functional_call
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
@@ -70,6 +73,7 @@ class HessianOperator:
                 for k, n in zip(self.names, self.sizes)
             ])  # fmt: skip
         self.dim = int(self.mask.sum()) if self.mask is not None else self.theta.numel()
+        self._graph: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def params(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: t.view(s) for k, t, s in zip(self.names, theta.split(self.sizes), self.shapes)}
@@ -81,19 +85,32 @@ class HessianOperator:
             total = total + self.loss_fn(out, y) * len(y)
         return total / self.n_samples
 
+    def _gradient_graph(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(theta as a leaf, grad L(theta) with its graph kept): built once, so each product
+        afterwards is one backward pass through the gradient (no new forward pass)."""
+        if self._graph is None:
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                theta = self.theta.clone().requires_grad_()
+                (g,) = torch.autograd.grad(self.loss(theta), theta, create_graph=True)
+            finally:
+                self.model.train(was_training)
+            self._graph = (theta, g)
+        return self._graph
+
     def _hvp(self, v: torch.Tensor) -> torch.Tensor:
-        return jvp(grad(self.loss), (self.theta,), (v,))[1]
+        theta, g = self._gradient_graph()
+        (hv,) = torch.autograd.grad(g, theta, grad_outputs=v, retain_graph=True)
+        return hv
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         """H v for v (n,), or a batch of products for v (k, n)."""
         if self.mask is not None:
             v = v * self.mask
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            hv = vmap(self._hvp)(v) if v.dim() == 2 else self._hvp(v)
-        finally:
-            self.model.train(was_training)
+        with torch.enable_grad():
+            hv = torch.stack([self._hvp(u) for u in v]) if v.dim() == 2 else self._hvp(v)
+        hv = hv.detach()
         return hv * self.mask if self.mask is not None else hv
 
     def project(self, v: torch.Tensor) -> torch.Tensor:
@@ -199,20 +216,44 @@ def hessian_trace(
     mask: dict[str, torch.Tensor] | None = None,
     seed: int = 0,
     dtype: torch.dtype | None = None,
+    method: str = "hutchinson",
 ) -> TraceEstimate:
-    """tr(H) ~ mean_i v_i^T H v_i, v_i Rademacher (on the surviving coordinates), ``batch``
-    products at a time."""
+    """tr(H) from ``probes`` Hessian-vector products.
+
+    ``hutchinson``: mean_i v_i^T H v_i, v_i Rademacher (on the surviving coordinates), ``batch``
+    products at a time. ``hutch++`` (Meyer, Musco, Musco & Woodruff 2021): a third of the
+    products sketch H's range (Q = orth(H S)), a third compute tr(Q^T H Q) exactly, and the
+    last third estimate the rest, tr((I - QQ^T) H (I - QQ^T)), by Hutchinson; unbiased, and
+    with the few large eigenvalues of a trained network's Hessian captured by Q, its error is
+    far below plain Hutchinson's for the same products. The standard error is the residual
+    part's (conditional on Q)."""
     op = HessianOperator(model, loss_fn, batches, mask, dtype)
     g = torch.Generator().manual_seed(seed)
-    quads = []
-    for start in range(0, probes, batch):
-        b = min(batch, probes - start)
-        v = (torch.randint(0, 2, (b, op.theta.numel()), generator=g) * 2 - 1).to(op.dtype)
-        v = op.project(v)
-        quads.append((v * op(v)).sum(1).double())
-    q = torch.cat(quads)
-    se = float(q.std() / math.sqrt(probes)) if probes > 1 else float("inf")
-    return TraceEstimate(float(q.mean()), se, probes)
+    n = op.theta.numel()
+
+    def rademacher(k: int) -> torch.Tensor:
+        return op.project((torch.randint(0, 2, (k, n), generator=g) * 2 - 1).to(op.dtype))
+
+    if method == "hutchinson":
+        quads = []
+        for start in range(0, probes, batch):
+            v = rademacher(min(batch, probes - start))
+            quads.append((v * op(v)).sum(1).double())
+        q = torch.cat(quads)
+        se = float(q.std() / math.sqrt(probes)) if probes > 1 else float("inf")
+        return TraceEstimate(float(q.mean()), se, probes)
+    if method != "hutch++":
+        raise ValueError(f"method must be hutchinson or hutch++, got {method!r}")
+    k = probes // 3
+    if k < 2:
+        raise ValueError(f"hutch++ needs at least 6 products, got {probes}")
+    Q, _ = torch.linalg.qr(op(rademacher(k)).double().T)  # (n, k) orthonormal, H's range
+    Q = Q.to(op.dtype)
+    exact = float(torch.einsum("ij,ij->", Q.T.double(), op(Q.T).double()))  # tr(Q^T H Q)
+    G = rademacher(k)
+    G = G - (G @ Q) @ Q.T  # (I - QQ^T) g, still on the surviving coordinates
+    q = (G * op(G)).sum(1).double()
+    return TraceEstimate(exact + float(q.mean()), float(q.std() / math.sqrt(k)), 3 * k)
 
 
 @dataclass(frozen=True)
