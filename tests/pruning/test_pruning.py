@@ -111,3 +111,23 @@ def test_rewind_loads_the_state_and_applies_the_mask():
         assert torch.equal(v, expected)
     apply_mask_(net, mask)  # idempotent
     assert torch.equal(net.state_dict()["0.weight"], init["0.weight"] * mask["0.weight"])
+
+
+def test_kept_weights_follow_the_same_path_with_or_without_gradient_masking():
+    """Per-coordinate optimizers need no gradient mask: the kept weights are equal bit for bit
+    (what lets enforce_mask skip it for them)."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, 1, 8, 8, generator=g), torch.randint(0, 3, (16,), generator=g)
+    finals = []
+    for masked_grads in (False, True):
+        net = _net()
+        mask = prune(dict(net.named_parameters()), full_mask(net, prunable_weights(net)), 0.6)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+        enforce_mask(net, mask, opt, mask_gradients=masked_grads)
+        for _ in range(5):
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+        finals.append({k: v.clone() for k, v in net.state_dict().items()})
+    for k in finals[0]:
+        assert torch.equal(finals[0][k], finals[1][k]), k
