@@ -106,3 +106,15 @@ def test_missing_settings_give_no_verdict():
     records = [r for r in _records(_world(True)) if r["setting"] == "small-lr"]
     claims = analyze(records, CFG)["claims"]
     assert claims["sam_flatter_eigenvalue"] is None and claims["winning_tickets"]["held"]
+
+
+def test_density_comes_from_prune_records_for_chains_without_measures():
+    ctx = {"setting": "small-lr", "noise": 0.4, "seed": 0}
+    records = [{"step": 5, "split": "ticket", **ctx, "level": 0, "test_acc": 0.9,
+                "test_loss": 0.1, "train_acc": 0.9, "train_loss": 0.1}]  # fmt: skip
+    for level, d in ((1, 0.8), (2, 0.64)):
+        records.append({"step": 0, "split": "prune", **ctx, "level": level, "density": d,
+                        "train_acc_pruned": 0.5, "train_acc_rewound": 0.1})  # fmt: skip
+    cfg = dataclasses.replace(CFG, levels=2, seeds=(0,))
+    density = analyze(records, cfg)["levels"][("small-lr", 0.4)]["density"]
+    assert density.tolist() == [[1.0, 0.8, 0.64]]

@@ -54,7 +54,10 @@ def analyze(records: list[dict], cfg) -> dict:
             if "train_acc" in r:  # the loop's last step
                 put(key, f"{p}_test_acc", seed, level, r["test_acc"])
                 put(key, f"{p}_train_acc", seed, level, r["train_acc"])
+            if level == 0:  # the dense level (chains without measures have no other record)
+                put(key, "density", seed, level, 1.0)
         elif r["split"] == "prune":
+            put(key, "density", seed, level, r["density"])
             put(key, "train_acc_pruned", seed, level, r["train_acc_pruned"])
             put(key, "train_acc_rewound", seed, level, r["train_acc_rewound"])
         else:

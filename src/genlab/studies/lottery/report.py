@@ -61,11 +61,11 @@ def _axes(ax, title, ylabel, log_y=False):
 
     ax.set_xscale("log")
     ax.invert_xaxis()
-    # ticks at the levels' densities (at most 8 of them), as percentages
+    # ticks at the levels' densities (at most 5 of them), as percentages
     xs = sorted({round(float(v), 6) for line in ax.get_lines() for v in line.get_xdata()
                  if np.isfinite(v) and v > 0}, reverse=True)  # fmt: skip
     if xs:
-        ax.set_xticks(xs[:: max(1, -(-len(xs) // 8))])
+        ax.set_xticks(xs[:: max(1, -(-len(xs) // 5))])
     ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("density (fraction of prunable weights kept)")
@@ -73,7 +73,8 @@ def _axes(ax, title, ylabel, log_y=False):
     ax.set_title(title, fontsize=9)
     if log_y:
         ax.set_yscale("log")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
 
 
 def figures(paths: RunPaths, cfg: LotteryConfig, levels: dict) -> None:
@@ -119,7 +120,7 @@ def figures(paths: RunPaths, cfg: LotteryConfig, levels: dict) -> None:
     for s in flat:
         for name, ls in (("kl_kept", "-"), ("kl_mask", "--"), ("kl_other", ":")):
             _plot(axes[0], levels, (s, 0.0), name, f"{s} {name}", ls=ls, positive=True)
-        _plot(axes[1], levels, (s, 0.0), "authors_bound", f"{s} authors' bound")
+        _plot(axes[1], levels, (s, 0.0), "authors_bound", f"{s} authors' quantity")
         _plot(axes[1], levels, (s, 0.0), "certified_bound", f"{s} certified", ls="--")
         _plot(axes[1], levels, (s, 0.0), "stochastic_error", f"{s} stochastic error", ls=":")
     _axes(axes[0], "spike-and-slab KL parts (nats)", "nats", True)
