@@ -223,8 +223,12 @@ def test_sam_step_matches_the_written_out_update_and_returns_to_w_exactly():
     opt.zero_grad()
     torch.nn.functional.cross_entropy(net(x), y).backward()
     opt.step(lambda: torch.nn.functional.cross_entropy(net(x), y).backward())
+    # float64 round-off: two gradient evaluations by different code paths (module vs
+    # functional_call) summing over the 20 samples and 5 hidden units, times lr and rho / ||g||
+    eps = torch.finfo(torch.float64).eps
     for p, e in zip(net.parameters(), expected):
-        assert torch.allclose(p, e, rtol=1e-12, atol=1e-14)
+        tol = 64 * eps * 20 * 5 * max(1.0, float(e.abs().max()))
+        assert torch.allclose(p, e, rtol=0, atol=tol)
     # with lr 0 the step must leave w bit for bit as it was ((w + e) - e would not)
     net32 = torch.nn.Linear(50, 3)
     before = [p.detach().clone() for p in net32.parameters()]

@@ -30,7 +30,10 @@ def test_random_init_starts_at_zero_and_the_recursion_matches_the_formula(block)
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0, 0.3)
-    assert torch.allclose(net(x), _reference(net, x), rtol=1e-12, atol=1e-12)
+    ref = _reference(net, x)
+    # float64 round-off of depth x (2 products of width d) on values of this size
+    tol = 16 * torch.finfo(torch.float64).eps * net.depth * 2 * 12 * float(ref.abs().max())
+    assert torch.allclose(net(x), ref, rtol=0, atol=tol)
 
 
 @pytest.mark.parametrize("block", ["gelu", "swiglu"])
