@@ -252,7 +252,7 @@ def level_table(cfg: LotteryConfig, levels: dict, setting: str) -> str:
     return f"**{setting}** (clean labels, seed means)\n\n" + table(
         ["level", "density", "test acc", "best test acc", "re-init acc", "top eig",
          "trace ± se", "exp. sharpness", "worst-case", "distance", "KL (nats)",
-         "stoch. error", "authors' bound", "certified"], rows)  # fmt: skip
+         "stoch. error", "authors' quantity", "certified"], rows)  # fmt: skip
 
 
 def protocol_md(cfg: LotteryConfig) -> str:
