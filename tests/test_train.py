@@ -251,3 +251,20 @@ def test_sam_shares_the_base_optimizers_groups_after_a_resume():
     sched.step()
     assert base.param_groups[0]["lr"] == pytest.approx(0.05)
     assert opt.param_groups is base.param_groups
+
+
+def test_tied_weights_checkpoint_once_and_load_back():
+    from genlab.models.gpt import GPT, GPTConfig
+    from genlab.train import load_unique_tensors, unique_tensors
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=30, block_size=8, n_layer=1, n_head=2, d_model=8))
+    tensors = unique_tensors(model.state_dict())
+    assert set(model.state_dict()) - set(tensors) == {"lm_head.weight"}  # tied to wte.weight
+    other = GPT(GPTConfig(vocab_size=30, block_size=8, n_layer=1, n_head=2, d_model=8))
+    load_unique_tensors(other, {k: v.clone() for k, v in tensors.items()})
+    for k, v in model.state_dict().items():
+        assert torch.equal(other.state_dict()[k], v), k
+    assert other.lm_head.weight is other.wte.weight
+    with pytest.raises(RuntimeError, match="missing"):
+        load_unique_tensors(other, {k: v for k, v in tensors.items() if k != "ln_f.weight"})

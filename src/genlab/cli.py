@@ -23,6 +23,9 @@ commands:
   report RUN_DIR               rebuild figures and reports from a run folder's files
   report --index DIR           write DIR/index.html: a front page for every run folder under DIR
   demo [--out DIR] [--quiet]   run every study's smoke preset and write an index.html
+  lock MODEL --out DIR [--rank R] [...]
+                               lock a causal LM (a Hugging Face folder or smollm2) against
+                               fine-tuning: DLR-Nets distilled in place of its MLPs
 """
 
 RUN_OPTIONS = """Run options: --preset NAME (default smoke), --out DIR (the run folder; default
@@ -189,7 +192,14 @@ def cmd_demo(argv: list[str]) -> int:
     return run_demo(opts.out, quiet=opts.quiet)
 
 
-COMMANDS = {"list": lambda argv: cmd_list(), "run": cmd_run, "report": cmd_report, "demo": cmd_demo}
+def cmd_lock(argv: list[str]) -> int:
+    from genlab.lock.publish import main as lock_main
+
+    return lock_main(argv)
+
+
+COMMANDS = {"list": lambda argv: cmd_list(), "run": cmd_run, "report": cmd_report,
+            "demo": cmd_demo, "lock": cmd_lock}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

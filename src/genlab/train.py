@@ -161,6 +161,29 @@ class Callback:
 # --- the loop ------------------------------------------------------------------------------
 
 
+def unique_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with each tensor once: a name whose tensor is the same memory as an earlier
+    name's (tied weights, e.g. a language model's head and embedding) is left out, since
+    safetensors refuses shared storage."""
+    seen, out = set(), {}
+    for name, t in state.items():
+        key = (t.data_ptr(), t.shape, t.stride())
+        if key not in seen:
+            seen.add(key)
+            out[name] = t
+    return out
+
+
+def load_unique_tensors(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Load :func:`unique_tensors` of a model back; only tied names may be missing."""
+    tied = set(model.state_dict()) - set(unique_tensors(model.state_dict()))
+    result = model.load_state_dict(tensors, strict=False)
+    wrong = set(result.missing_keys) - tied
+    if wrong or result.unexpected_keys:
+        raise RuntimeError(f"checkpoint does not fit the model: missing {sorted(wrong)}, "
+                           f"unexpected {sorted(result.unexpected_keys)}")  # fmt: skip
+
+
 class SupervisedStepper:
     """One optimizer step of ``model`` on the sampler's next batch; everything the step needs
     to continue exactly is in its checkpoint (tensors to safetensors, the rest to a .pt file).
@@ -194,7 +217,7 @@ class SupervisedStepper:
         return loss.detach()
 
     def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
-        return dict(self.model.state_dict())
+        return unique_tensors(self.model.state_dict())
 
     def checkpoint_state(self) -> dict:
         return {
@@ -205,7 +228,7 @@ class SupervisedStepper:
         }
 
     def restore(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
-        self.model.load_state_dict(tensors)
+        load_unique_tensors(self.model, tensors)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])

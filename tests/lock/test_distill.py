@@ -48,3 +48,26 @@ def test_relative_error_by_hand_and_distillation_fits_an_mlp():
     assert relative_error(lambda t: t * 0.5, y, y) == pytest.approx(0.25)
     history = distill(net, x, y, steps=250, lr=2e-2, batch=512)
     assert history[0] > 0.9 and relative_error(net, x, y) < 0.05
+
+
+def test_end_to_end_pass_lowers_the_kl_and_trains_only_dlr_parameters():
+    from genlab.lock import LockConfig, inject
+    from genlab.lock.distill import distill_end_to_end
+    from genlab.measures.capability import next_token_agreement
+
+    torch.manual_seed(0)
+    teacher = Toy().double().eval()
+    student = Toy().double()
+    student.load_state_dict(teacher.state_dict())
+    inject(student, LockConfig(target_modules=("mlp",), rank=4, depth=4), seed=0)  # zero output
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    batches = [{"input_ids": torch.randint(0, 20, (4, 10), generator=torch.Generator().manual_seed(i))}
+               for i in range(4)]  # fmt: skip
+    kl0 = next_token_agreement(teacher, student, batches)["kl"]
+    history = distill_end_to_end(student, teacher, batches, steps=150, lr=1e-2, seed=0)
+    assert len(history) == 150
+    kl1 = next_token_agreement(teacher, student, batches)["kl"]
+    assert kl1 < 0.5 * kl0
+    for k, v in student.state_dict().items():
+        assert torch.equal(v, before[k]) == (".dlr." not in k), k
+    assert all(p.requires_grad for p in student.parameters())  # flags restored

@@ -44,3 +44,23 @@ def test_round_trip_gives_the_same_class_and_identical_outputs(tiny_llama, tmp_p
 def test_saving_an_unlocked_model_is_refused(tiny_llama, tmp_path):
     with pytest.raises(ValueError, match="no locked module"):
         save_locked(tiny_llama, tmp_path / "x", LockConfig())
+
+
+def test_genlabs_gpt_round_trips_too(tmp_path):
+    from genlab.models.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, d_model=16)).eval()
+    config = LockConfig(rank=16)
+    inject(model, config, seed=2)
+    with torch.no_grad():
+        for m in locked_modules(model).values():
+            for p in m.parameters():
+                p.normal_(0, 0.05)
+    save_locked(model, tmp_path / "gpt", config)
+    back = load_locked(tmp_path / "gpt")
+    assert type(back) is GPT and back.cfg == model.cfg
+    assert back.lm_head.weight is back.wte.weight  # still tied
+    ids = torch.randint(0, 40, (2, 9))
+    with torch.no_grad():
+        assert torch.equal(back(ids), model(ids))

@@ -48,3 +48,43 @@ def test_process_pool_gives_the_local_lock_bit_for_bit():
                ExecutorConfig(executor="process", workers=2))  # fmt: skip
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
+
+
+def test_an_interrupted_lock_resumes_from_the_finished_modules():
+    dc = DistillConfig(steps=15, batch=128)
+    full = _tiny_llama()
+    finished = {}
+    lock_model(full, LockConfig(rank=8), _calibration(2), dc,
+               on_module=lambda n, state, values: finished.setdefault(n, (state, values)))  # fmt: skip
+    assert list(finished) == ["model.layers.0.mlp", "model.layers.1.mlp"]
+    # resume with the first module done: only the second is distilled, the result is the same
+    calls = []
+    resumed = _tiny_llama()
+    report = lock_model(resumed, LockConfig(rank=8), _calibration(2), dc,
+                        done={"model.layers.0.mlp": finished["model.layers.0.mlp"]},
+                        on_module=lambda n, *_: calls.append(n))  # fmt: skip
+    assert calls == ["model.layers.1.mlp"]
+    assert report["model.layers.0.mlp"]["error"] == finished["model.layers.0.mlp"][1]["error"]
+    for (ka, va), (kb, vb) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def test_ray_gives_the_local_lock_bit_for_bit():
+    ray = pytest.importorskip("ray")
+    a, b = _tiny_llama(), _tiny_llama()
+    dc = DistillConfig(steps=10, batch=128)
+    lock_model(a, LockConfig(rank=8), _calibration(2), dc)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        lock_model(b, LockConfig(rank=8), _calibration(2), dc, ExecutorConfig(executor="ray"))
+    finally:
+        ray.shutdown()
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def test_the_end_to_end_pass_is_reported():
+    model = _tiny_llama()
+    report = lock_model(model, LockConfig(rank=8), _calibration(2),
+                        DistillConfig(steps=20, lr=1e-2, batch=128, kl_steps=5, kl_lr=1e-3))  # fmt: skip
+    assert len(report["end_to_end"]["kl"]) == 5

@@ -57,3 +57,29 @@ def test_flops_of_an_mlp_forward_and_backward_by_hand():
     net = DLRNet(d, 8, 8)
     fwd_dlr, _ = forward_backward_flops(lambda: net(x).square().sum())
     assert fwd_dlr == fwd
+
+
+def test_peak_memory_is_the_high_water_mark_of_allocations_above_the_start():
+    from genlab.measures.memory import peak_memory_bytes
+
+    def fn():
+        a = torch.empty(1000, 1000)  # 4,000,000 bytes
+        b = torch.empty(2000, 1000)  # 8,000,000: 12,000,000 held together
+        del a
+        c = torch.empty(500, 1000)  # 2,000,000 while b is held: 10,000,000
+        del b, c
+        return "done"
+
+    resident = torch.empty(3000, 1000)  # allocated before: not part of the peak
+    peak, out = peak_memory_bytes(fn)
+    assert peak == 12_000_000 and out == "done"
+    del resident
+
+
+def test_module_saved_bytes_of_an_mlp_and_its_dlr_net_by_hand():
+    from genlab.measures.memory import module_saved_bytes
+
+    d, h, n = 16, 64, 11
+    mlp = nn.Sequential(nn.Linear(d, h), nn.GELU(), nn.Linear(h, d))
+    assert module_saved_bytes(mlp, n) == 4 * n * (d + 2 * h)
+    assert module_saved_bytes(DLRNet(d, 8, 8), n) == 4 * n * 8 * (d + 2 * 8)  # L (d + 2 r)

@@ -20,6 +20,8 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from genlab.errors import DataUnavailable
 
 BIBLE_RANGE = "Genesis 1:1-Revelation 22:21"
@@ -72,3 +74,36 @@ def corpus_splits(name: str, held_out: float = 0.1) -> tuple[list[str], list[str
     units = CORPORA[name]()
     cut = len(units) - max(1, round(held_out * len(units)))
     return units[:cut], units[cut:]
+
+
+def byte_tokens(text: str) -> list[int]:
+    """UTF-8 bytes as token ids (vocabulary 256): the tokenizer of genlab's small GPT."""
+    return list(text.encode("utf-8"))
+
+
+def token_blocks(
+    units: list[str],
+    encode: Callable[[str], list[int]],
+    length: int,
+    count: int,
+    separator: list[int] | None = None,
+) -> torch.Tensor:
+    """The first ``count`` blocks of ``length`` tokens (int64, (count, length)) of the units
+    encoded in order and joined by ``separator`` (default: the encoding of a newline); fewer
+    when the units run out. No padding: every position is a real token."""
+    sep = encode("\n") if separator is None else separator
+    need, stream = count * length, []
+    for unit in units:
+        stream.extend(encode(unit))
+        stream.extend(sep)
+        if len(stream) >= need:
+            break
+    n = min(count, len(stream) // length)
+    if n == 0:
+        raise DataUnavailable(f"corpus: fewer than {length} tokens to make a block")
+    return torch.tensor(stream[: n * length], dtype=torch.int64).view(n, length)
+
+
+def token_batches(blocks: torch.Tensor, size: int = 8) -> list[dict[str, torch.Tensor]]:
+    """Model-input batches ``{"input_ids": (<= size, T)}`` of the blocks, in order."""
+    return [{"input_ids": blocks[i : i + size]} for i in range(0, len(blocks), size)]

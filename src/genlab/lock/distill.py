@@ -5,6 +5,9 @@
 2. ``distill``: fit the DLR-Net to them by the relative error
    ||DLR(x) - MLP(x)||^2 / ||MLP(x)||^2 (summed over a mini-batch of tokens), AdamW with a
    cosine decay to zero; modules are independent, so each is its own task.
+3. ``distill_end_to_end`` (optional): then fit all DLR-Nets together so the locked model's
+   next-token distribution follows the original's, by the mean KL(p_original || p_locked)
+   over the calibration tokens, only DLR parameters trained.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 from torch import nn
 
 from genlab.lock.dlr import DLRNet
+from genlab.measures.capability import logits_of, next_token_positions
 
 
 @torch.no_grad()
@@ -98,4 +102,54 @@ def distill(
         sched.step()
         history.append(float(loss.detach()))
     net.eval()
+    return history
+
+
+def distill_end_to_end(
+    student: nn.Module,
+    teacher: nn.Module,
+    batches: list[dict[str, torch.Tensor]],
+    steps: int,
+    lr: float = 1e-4,
+    seed: int = 0,
+) -> list[float]:
+    """``steps`` AdamW steps (cosine decay) on the DLR parameters of ``student`` (every
+    parameter under a :class:`~genlab.lock.inject.LockedMLP`), one calibration batch per step
+    in a seeded random order, minimizing the mean over real next-token positions of
+    KL(p_teacher || p_student); returns each step's KL."""
+    from genlab.lock.inject import locked_modules
+
+    params = [p for m in locked_modules(student).values() for p in m.parameters()]
+    if not params or steps < 1:
+        return []
+    frozen = {p: p.requires_grad for p in student.parameters()}
+    for p in student.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda t: 0.5 * (1 + math.cos(math.pi * min(t, steps) / steps))
+    )
+    g = torch.Generator().manual_seed(seed)
+    history = []
+    teacher.eval()
+    student.train()
+    try:
+        for _ in range(steps):
+            batch = batches[int(torch.randint(len(batches), (1,), generator=g))]
+            with torch.no_grad():
+                log_p = torch.log_softmax(logits_of(teacher, batch)[:, :-1], -1)
+            log_q = torch.log_softmax(logits_of(student, batch)[:, :-1], -1)
+            keep = next_token_positions(batch)
+            kl = (log_p.exp() * (log_p - log_q)).sum(-1)[keep].mean()
+            opt.zero_grad(set_to_none=True)
+            kl.backward()
+            opt.step()
+            sched.step()
+            history.append(float(kl.detach()))
+    finally:
+        for p, flag in frozen.items():
+            p.requires_grad_(flag)
+        student.eval()
     return history

@@ -122,7 +122,14 @@ class LockedMLP(nn.Module):
 
 
 def build_dlr(weights: MLPWeights, config: LockConfig) -> DLRNet:
-    depth = config.depth or matched_depth(weights.d, weights.h, config.rank, weights.block)
+    """The DLR-Net for one MLP: ``config.depth``, else (``split``) h / r blocks, one per group of
+    hidden units, else the depth that matches the MLP's parameter count."""
+    if config.depth is not None:
+        depth = config.depth
+    elif config.init == "split":
+        depth = weights.h // config.rank
+    else:
+        depth = matched_depth(weights.d, weights.h, config.rank, weights.block)
     net = DLRNet(weights.d, config.rank, depth, weights.block, config.norm)
     net = net.to(weights.w_in.dtype)
     if config.init == "split":

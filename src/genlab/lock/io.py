@@ -1,6 +1,6 @@
 """Locked models on disk, without pickle: ``model.safetensors`` (every tensor, shared ones
 once), ``lock.json`` (the lock config and, per replaced module, its DLR-Net's shape) and the
-base model's ``config.json`` with its class name.
+base model's ``config.json`` with its class name (a Hugging Face class, or genlab's GPT).
 
 ``load_locked(dir)`` rebuilds the base model from its config (a Hugging Face model comes back
 as the same class), puts DLR-Nets of the recorded shapes where the MLPs were, and loads the
@@ -18,17 +18,28 @@ from torch import nn
 
 from genlab.lock.dlr import DLRNet
 from genlab.lock.inject import LockConfig, LockedMLP, locked_modules, replace_module
+from genlab.models.gpt import GPT, GPTConfig
 from genlab.runs import atomic_write_json
 
 WEIGHTS, LOCK, CONFIG = "model.safetensors", "lock.json", "config.json"
+GENLAB_GPT = "genlab.models.gpt.GPT"
+
+
+def _base_config(model: nn.Module) -> dict:
+    """The base model's config and class: a Hugging Face model's ``config``, or genlab's GPT's
+    ``GPTConfig``."""
+    if hasattr(model, "config") and hasattr(model.config, "to_dict"):
+        return {**model.config.to_dict(), "genlab_class": type(model).__name__}
+    if isinstance(model, GPT):
+        return {**dataclasses.asdict(model.cfg), "genlab_class": GENLAB_GPT}
+    raise TypeError("save_locked needs a Hugging Face model (with .config) or genlab's GPT")
 
 
 def save_locked(model: nn.Module, folder: str | Path, config: LockConfig) -> Path:
-    """Write a locked Hugging Face model (one with a ``config`` attribute) to ``folder``."""
+    """Write a locked model (Hugging Face, or genlab's GPT) to ``folder``."""
     folder = Path(folder)
+    base = _base_config(model)
     folder.mkdir(parents=True, exist_ok=True)
-    if not hasattr(model, "config") or not hasattr(model.config, "to_dict"):
-        raise TypeError("save_locked needs a Hugging Face model (with .config)")
     modules = {
         name: {"d": m.dlr.d, "rank": m.dlr.rank, "depth": m.dlr.depth, "block": m.dlr.block_kind,
                "norm": _norm_kind(m.dlr), "mlp_parameters": m.mlp_parameters}
@@ -37,8 +48,7 @@ def save_locked(model: nn.Module, folder: str | Path, config: LockConfig) -> Pat
     if not modules:
         raise ValueError("the model has no locked module: lock it first (genlab.lock.inject)")
     save_model(model, str(folder / WEIGHTS))
-    atomic_write_json(folder / CONFIG, {**model.config.to_dict(),
-                                        "genlab_class": type(model).__name__})  # fmt: skip
+    atomic_write_json(folder / CONFIG, base)
     atomic_write_json(folder / LOCK, {"config": dataclasses.asdict(config), "modules": modules})
     return folder
 
@@ -50,9 +60,11 @@ def load_locked(folder: str | Path) -> nn.Module:
     folder = Path(folder)
     lock = json.loads((folder / LOCK).read_text())
     raw = json.loads((folder / CONFIG).read_text())
-    cls = getattr(transformers, raw.pop("genlab_class"))
-    hf_config = transformers.AutoConfig.for_model(**raw)
-    model = cls(hf_config)
+    name = raw.pop("genlab_class")
+    if name == GENLAB_GPT:
+        model = GPT(GPTConfig(**raw))
+    else:
+        model = getattr(transformers, name)(transformers.AutoConfig.for_model(**raw))
     for name, m in lock["modules"].items():
         net = DLRNet(m["d"], m["rank"], m["depth"], m["block"], m["norm"])
         replace_module(model, name, LockedMLP(net, m["mlp_parameters"]))

@@ -18,12 +18,12 @@ import torch
 from torch import nn
 
 
-def _logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def logits_of(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     out = model(**batch)
     return out.logits if hasattr(out, "logits") else out
 
 
-def _positions(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def next_token_positions(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """(B, T - 1) bool: position t predicts a real token t + 1 from a real token t."""
     ids = batch["input_ids"]
     mask = batch.get("attention_mask")
@@ -37,9 +37,9 @@ def perplexity(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> 
     model.eval()
     nll, count = 0.0, 0
     for batch in batches:
-        logp = torch.log_softmax(_logits(model, batch)[:, :-1].double(), -1)
+        logp = torch.log_softmax(logits_of(model, batch)[:, :-1].double(), -1)
         target = batch["input_ids"][:, 1:]
-        keep = _positions(batch)
+        keep = next_token_positions(batch)
         token_nll = -logp.gather(-1, target[..., None]).squeeze(-1)
         nll += float(token_nll[keep].sum())
         count += int(keep.sum())
@@ -57,9 +57,9 @@ def next_token_agreement(
     b.eval()
     agree, kl, count = 0, 0.0, 0
     for batch in batches:
-        la = torch.log_softmax(_logits(a, batch)[:, :-1].double(), -1)
-        lb = torch.log_softmax(_logits(b, batch)[:, :-1].double(), -1)
-        keep = _positions(batch)
+        la = torch.log_softmax(logits_of(a, batch)[:, :-1].double(), -1)
+        lb = torch.log_softmax(logits_of(b, batch)[:, :-1].double(), -1)
+        keep = next_token_positions(batch)
         agree += int(((la.argmax(-1) == lb.argmax(-1)) & keep).sum())
         kl += float((la.exp() * (la - lb)).sum(-1)[keep].sum())
         count += int(keep.sum())
