@@ -71,3 +71,13 @@ def test_end_to_end_pass_lowers_the_kl_and_trains_only_dlr_parameters():
     for k, v in student.state_dict().items():
         assert torch.equal(v, before[k]) == (".dlr." not in k), k
     assert all(p.requires_grad for p in student.parameters())  # flags restored
+
+
+def test_a_diverging_fit_is_an_error_not_a_lock():
+    from genlab.lock.dlr import DLRNet
+
+    torch.manual_seed(0)
+    net = DLRNet(8, 2, 3)
+    x, y = torch.randn(64, 8), torch.randn(64, 8)
+    with pytest.raises(FloatingPointError, match="diverged at step"):
+        distill(net, x, y, steps=5, lr=float("inf"))

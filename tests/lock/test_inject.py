@@ -90,3 +90,55 @@ def test_split_init_keeps_the_mlp_weights_and_reads_them_back():
     w_in, b_in, w_out, b_out = concatenate(locked_modules(model)["0.mlp"].dlr)
     assert torch.equal(w_in, w.w_in) and torch.equal(b_in, w.b_in)
     assert torch.equal(w_out, w.w_out) and torch.equal(b_out, w.b_out)
+
+
+def _tiny_bert(act="gelu"):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=32, hidden_act=act)  # fmt: skip
+    return BertModel(cfg).eval()
+
+
+def test_encoder_mlps_are_fused_without_changing_a_bit():
+    from genlab.lock.inject import EncoderMLP, fuse_encoder_mlps
+
+    bert = _tiny_bert()
+    ids = torch.randint(0, 50, (2, 7))
+    with torch.no_grad():
+        before = bert(ids).last_hidden_state
+    fused = fuse_encoder_mlps(bert)
+    assert fused == ["encoder.layer.0.intermediate", "encoder.layer.1.intermediate"]
+    assert fuse_encoder_mlps(bert) == []  # idempotent
+    assert isinstance(bert.encoder.layer[0].intermediate, EncoderMLP)
+    assert isinstance(bert.encoder.layer[0].output.dense, nn.Identity)
+    with torch.no_grad():
+        assert torch.equal(bert(ids).last_hidden_state, before)  # same ops, same order
+    # the fused module reads as a GELU MLP of d 16, h 32
+    w = mlp_weights(bert.encoder.layer[0].intermediate)
+    assert (w.block, w.d, w.h) == ("gelu", 16, 32)
+
+
+def test_encoder_split_init_at_full_rank_is_the_original_bert():
+    """split init with one block of r = h is the MLP itself: the locked encoder's output equals
+    the original's up to float32 round-off."""
+    bert = _tiny_bert()
+    ids = torch.randint(0, 50, (2, 7))
+    with torch.no_grad():
+        before = bert(ids).last_hidden_state
+    report = inject(bert, LockConfig(target_modules=("intermediate",), rank=32, init="split"))
+    assert set(report) == {"encoder.layer.0.intermediate", "encoder.layer.1.intermediate"}
+    assert report["encoder.layer.0.intermediate"]["depth"] == 1
+    with torch.no_grad():
+        after = bert(ids).last_hidden_state
+    eps = torch.finfo(torch.float32).eps
+    # sums of 32 and 16 terms through 2 layers of LayerNorm (unit scale): a few hundred ulps
+    torch.testing.assert_close(after, before, rtol=0, atol=256 * eps)
+
+
+def test_an_encoder_with_another_activation_is_refused():
+    from genlab.lock.inject import fuse_encoder_mlps
+
+    with pytest.raises(ConfigError, match="not GELU"):
+        fuse_encoder_mlps(_tiny_bert(act="relu"))

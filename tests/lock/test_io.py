@@ -64,3 +64,32 @@ def test_genlabs_gpt_round_trips_too(tmp_path):
     ids = torch.randint(0, 40, (2, 9))
     with torch.no_grad():
         assert torch.equal(back(ids), model(ids))
+
+
+def test_a_locked_bert_round_trips(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
+                                num_attention_heads=2, intermediate_size=32)).eval()  # fmt: skip
+    config = LockConfig(target_modules=("intermediate",), rank=8)
+    inject(bert, config, seed=1)
+    with torch.no_grad():
+        for m in locked_modules(bert).values():
+            for p in m.parameters():
+                p.normal_(0, 0.05)
+    save_locked(bert, tmp_path / "b", config)
+    back = load_locked(tmp_path / "b")
+    ids = torch.randint(0, 50, (2, 7))
+    with torch.no_grad():
+        assert torch.equal(back(ids).last_hidden_state, bert(ids).last_hidden_state)
+
+
+def test_a_config_naming_a_non_model_class_is_refused(tiny_llama, tmp_path):
+    config = LockConfig(rank=8)
+    inject(tiny_llama, config)
+    save_locked(tiny_llama, tmp_path / "x", config)
+    raw = json.loads((tmp_path / "x/config.json").read_text())
+    (tmp_path / "x/config.json").write_text(json.dumps({**raw, "genlab_class": "pipeline"}))
+    with pytest.raises(ValueError, match="not a transformers model class"):
+        load_locked(tmp_path / "x")

@@ -5,6 +5,8 @@ import torch
 
 from genlab.executor import ExecutorConfig
 from genlab.lock import LockConfig, locked_modules
+from genlab.lock.distill import capture_mlp_io
+from genlab.lock.inject import fuse_encoder_mlps
 from genlab.lock.lock import DistillConfig, lock_model
 
 
@@ -88,3 +90,34 @@ def test_the_end_to_end_pass_is_reported():
     report = lock_model(model, LockConfig(rank=8), _calibration(2),
                         DistillConfig(steps=20, lr=1e-2, batch=128, kl_steps=5, kl_lr=1e-3))  # fmt: skip
     assert len(report["end_to_end"]["kl"]) == 5
+
+
+def test_a_bert_encoder_is_locked_with_padding_masked():
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
+                                num_attention_heads=2, intermediate_size=32,
+                                initializer_range=0.3)).eval()  # fmt: skip
+    g = torch.Generator().manual_seed(1)
+    mask = torch.ones(4, 12, dtype=torch.long)
+    mask[:, 9:] = 0  # padded tail: not calibration tokens
+    calibration = [{"input_ids": torch.randint(0, 50, (4, 12), generator=g),
+                    "attention_mask": mask} for _ in range(6)]  # fmt: skip
+    ids = torch.randint(0, 50, (2, 9), generator=g)
+    with torch.no_grad():
+        before = bert(ids).last_hidden_state
+    fuse_encoder_mlps(bert)
+    x, _ = capture_mlp_io(bert, ["encoder.layer.0.intermediate"], calibration)[
+        "encoder.layer.0.intermediate"
+    ]
+    assert len(x) == 6 * 4 * 9  # the padded tail is not calibration data
+    report = lock_model(bert, LockConfig(target_modules=("intermediate",), rank=8),
+                        calibration, DistillConfig(steps=300, lr=1e-2, batch=128))  # fmt: skip
+    assert set(report) == {"encoder.layer.0.intermediate", "encoder.layer.1.intermediate"}
+    for r in report.values():
+        assert r["first_error"] > 0.9 and r["error"] < 0.25
+    with torch.no_grad():
+        after = bert(ids).last_hidden_state
+    # relative change of the encoder's output: 1.2 with undistilled (zero) DLR-Nets, 0.15 here
+    assert float((after - before).norm() / before.norm()) < 0.3

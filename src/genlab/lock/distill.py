@@ -96,6 +96,11 @@ def distill(
         idx = torch.randint(0, len(x), (min(batch, len(x)),), generator=g)
         yb = y[idx]
         loss = (net(x[idx]) - yb).square().sum() / yb.square().sum().clamp_min(1e-30)
+        if not torch.isfinite(loss):  # a diverged fit must not be saved as a lock
+            raise FloatingPointError(
+                f"distillation diverged at step {len(history)} (loss {float(loss)}): lower the "
+                "learning rate or use norm='rms' (inputs of very different scales)"
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -7,7 +7,13 @@ matches ``model.layers.0.mlp``). Every matched module must be an MLP genlab can 
 
 - Llama-style: ``gate_proj``, ``up_proj``, ``down_proj`` (SwiGLU, no biases);
 - GPT-style: ``c_fc`` / ``c_proj`` or ``fc1`` / ``fc2`` (GELU, biases);
-- ``nn.Sequential(Linear, GELU, Linear)``.
+- ``nn.Sequential(Linear, GELU, Linear)``;
+- BERT-style encoders, whose MLP is split across two modules (``intermediate``: dense and
+  activation; ``output``: dense, dropout, then LayerNorm of the residual sum):
+  :func:`fuse_encoder_mlps` first moves both dense layers into one :class:`EncoderMLP` at
+  ``intermediate`` and leaves an identity in ``output.dense`` (the same arithmetic in the same
+  order), so ``"intermediate"`` is then an ordinary GELU MLP target. ``inject``, ``lock_model``
+  and ``load_locked`` call it.
 
 Injected modules are found again by type (``locked_modules``), never by name.
 """
@@ -91,6 +97,48 @@ def mlp_weights(module: nn.Module, name: str = "module") -> MLPWeights:
                       "Sequential(Linear, GELU, Linear))")  # fmt: skip
 
 
+class EncoderMLP(nn.Module):
+    """A BERT layer's MLP in one module: ``fc2(act(fc1(x)))``, the LayerNorm left where it
+    was (after the residual sum, in the layer's ``output``)."""
+
+    def __init__(self, fc1: nn.Linear, act: nn.Module, fc2: nn.Linear):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = fc1, act, fc2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def _is_exact_gelu(act: nn.Module) -> bool:
+    # transformers' "gelu" is GELUActivation (erf); DLR blocks use the same exact GELU
+    if isinstance(act, nn.GELU):
+        return act.approximate == "none"
+    return type(act).__name__ == "GELUActivation" and not getattr(act, "use_gelu_python", False)
+
+
+def fuse_encoder_mlps(model: nn.Module) -> list[str]:
+    """Fuse every BERT-style split MLP (a module with ``intermediate.dense`` and
+    ``output.dense`` / ``output.LayerNorm``) into an :class:`EncoderMLP` at ``intermediate``,
+    in place; the model computes exactly what it did. Returns the fused ``intermediate``
+    names; already fused layers are left alone."""
+    fused = []
+    for name, layer in list(model.named_modules()):
+        inter, out = getattr(layer, "intermediate", None), getattr(layer, "output", None)
+        if not (isinstance(getattr(inter, "dense", None), nn.Linear)
+                and isinstance(getattr(out, "dense", None), nn.Linear)
+                and hasattr(out, "LayerNorm")):  # fmt: skip
+            continue
+        act = getattr(inter, "intermediate_act_fn", None)
+        where = f"{name}.intermediate" if name else "intermediate"
+        if act is None or not _is_exact_gelu(act):
+            raise ConfigError("target_modules", f"{where}: activation {type(act).__name__} is "
+                              "not GELU, which the DLR blocks use")  # fmt: skip
+        layer.intermediate = EncoderMLP(inter.dense, act, out.dense)
+        out.dense = nn.Identity()
+        fused.append(where)
+    return fused
+
+
 def matches(name: str, targets: str | tuple[str, ...] | list[str]) -> bool:
     if isinstance(targets, str):
         return re.fullmatch(targets, name) is not None
@@ -142,6 +190,7 @@ def inject(model: nn.Module, config: LockConfig, seed: int = 0) -> dict[str, dic
     """Replace every targeted MLP by a :class:`LockedMLP` (in place); returns, per replaced
     name, the block kind, d, h, rank, depth and both parameter counts."""
     report = {}
+    fuse_encoder_mlps(model)
     for i, name in enumerate(find_targets(model, config)):
         mlp = model.get_submodule(name)
         w = mlp_weights(mlp, name)

@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 from safetensors.torch import load_model, save_model
 from torch import nn
 
 from genlab.lock.dlr import DLRNet
-from genlab.lock.inject import LockConfig, LockedMLP, locked_modules, replace_module
+from genlab.lock.inject import (
+    LockConfig,
+    LockedMLP,
+    fuse_encoder_mlps,
+    locked_modules,
+    replace_module,
+)
 from genlab.models.gpt import GPT, GPTConfig
 from genlab.runs import atomic_write_json
 
@@ -47,7 +54,9 @@ def save_locked(model: nn.Module, folder: str | Path, config: LockConfig) -> Pat
     }  # fmt: skip
     if not modules:
         raise ValueError("the model has no locked module: lock it first (genlab.lock.inject)")
-    save_model(model, str(folder / WEIGHTS))
+    tmp = folder / f".{WEIGHTS}.{os.getpid()}.tmp"
+    save_model(model, str(tmp))
+    tmp.replace(folder / WEIGHTS)  # atomic: a crash never leaves half a weights file
     atomic_write_json(folder / CONFIG, base)
     atomic_write_json(folder / LOCK, {"config": dataclasses.asdict(config), "modules": modules})
     return folder
@@ -64,7 +73,13 @@ def load_locked(folder: str | Path) -> nn.Module:
     if name == GENLAB_GPT:
         model = GPT(GPTConfig(**raw))
     else:
-        model = getattr(transformers, name)(transformers.AutoConfig.for_model(**raw))
+        cls = getattr(transformers, name, None)
+        # the class name comes from a file: only a transformers model class is constructed
+        if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
+            raise ValueError(f"{folder / CONFIG}: genlab_class {name!r} is not a transformers "
+                             "model class")  # fmt: skip
+        model = cls(transformers.AutoConfig.for_model(**raw))
+    fuse_encoder_mlps(model)  # a BERT-style model was saved with its MLPs fused
     for name, m in lock["modules"].items():
         net = DLRNet(m["d"], m["rank"], m["depth"], m["block"], m["norm"])
         replace_module(model, name, LockedMLP(net, m["mlp_parameters"]))

@@ -28,7 +28,13 @@ from torch import nn
 from genlab.executor import ExecutorConfig, map_tasks
 from genlab.lock.distill import capture_mlp_io, distill, distill_end_to_end, relative_error
 from genlab.lock.dlr import DLRNet
-from genlab.lock.inject import LockConfig, find_targets, inject, locked_modules
+from genlab.lock.inject import (
+    LockConfig,
+    find_targets,
+    fuse_encoder_mlps,
+    inject,
+    locked_modules,
+)
 
 
 @dataclass
@@ -96,6 +102,7 @@ def lock_model(
     parallel = parallel or ExecutorConfig(executor="local")
     done = dict(done or {})
     calibration = list(calibration)
+    fuse_encoder_mlps(model)  # BERT: one module per MLP, to capture and to replace
     names = find_targets(model, config)
     teacher = copy.deepcopy(model) if dc.kl_steps > 0 else None
     if dc.inputs == "teacher":

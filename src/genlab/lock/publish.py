@@ -33,11 +33,12 @@ class PublishConfig:
     """Where the locked model is written (must not exist, or be empty)."""
     rank: int = 32
     init: Literal["random", "split"] = "random"
-    norm: Literal["none", "rms", "layer"] = "none"
+    norm: Literal["none", "rms", "layer"] = "rms"
+    """Per-block norm: rms by default (without it SmolLM2's distillation diverges)."""
     target_modules: tuple[str, ...] = ("mlp",)
     steps: int = 300
     """Distillation steps per module."""
-    lr: float = 1e-3
+    lr: float = 3e-3
     batch: int = 512
     """Calibration tokens per distillation step."""
     kl_steps: int = 0
@@ -64,8 +65,12 @@ def load_causal_lm(spec: str):
                           "config.json")  # fmt: skip
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval(), tokenizer
+    from genlab.models.smollm2 import quiet_loading
+
+    with quiet_loading():
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    return model.eval(), tokenizer
 
 
 def check(cfg: PublishConfig) -> None:
@@ -114,6 +119,7 @@ def publish(cfg: PublishConfig) -> dict:
         report = lock_model(model, lock, token_batches(calibration), distill, parallel, cfg.seed,
                             on_module=on_module)  # fmt: skip
     save_locked(model, cfg.out, lock)
+    tokenizer.save_pretrained(cfg.out)  # the published folder is usable on its own
     batch = held_out[:2]
     errors = [report[n]["error"] for n in names]
     summary = {

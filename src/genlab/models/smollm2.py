@@ -10,6 +10,7 @@ decoder layers, d 576, SwiGLU MLPs of hidden width 1536, vocabulary 49,152, 134.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from pathlib import Path
@@ -32,6 +33,26 @@ def smollm2_gguf_folder() -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def quiet_loading():
+    """Hide transformers' progress bars (weight loading, shard writing, and the GGUF
+    dequantization's own tqdm, which only the ``TQDM_DISABLE`` variable reaches)."""
+    from transformers.utils import logging
+
+    enabled, env = logging.is_progress_bar_enabled(), os.environ.get("TQDM_DISABLE")
+    logging.disable_progress_bar()
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if enabled:
+            logging.enable_progress_bar()
+        if env is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = env
+
+
 def smollm2_folder() -> Path:
     """A Hugging Face folder (config, safetensors weights, tokenizer) of SmolLM2-135M-Instruct
     in float32, made from the GGUF on first use."""
@@ -45,14 +66,16 @@ def smollm2_folder() -> Path:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     source = smollm2_gguf_folder()
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE, dtype=torch.float32)
-    model.hf_quantizer = None  # save_pretrained refuses a model it thinks is quantized
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    tmp = folder.with_name(f".{CACHE_NAME}.{os.getpid()}.tmp")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    with quiet_loading():
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
+        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE,
+                                                     dtype=torch.float32)  # fmt: skip
+        model.hf_quantizer = None  # save_pretrained refuses a model it thinks is quantized
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        tmp = folder.with_name(f".{CACHE_NAME}.{os.getpid()}.tmp")
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     if not folder.exists():  # another process may have finished first: keep its copy
         tmp.replace(folder)
     return folder
@@ -64,6 +87,7 @@ def load_smollm2():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = smollm2_folder()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    with quiet_loading():
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     return model.eval(), tokenizer
