@@ -59,6 +59,7 @@ bench: setup
 	$(PY) bench/bench_measures.py
 	$(PY) bench/bench_grokking_sweep.py
 	$(PY) bench/bench_attention_grid.py
+	$(PY) bench/bench_lock.py
 	$(PY) bench/bench_hsic.py
 	$(PY) bench/bench_layerwise.py
 	$(PY) bench/bench_hessian.py

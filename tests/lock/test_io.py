@@ -9,6 +9,16 @@ from genlab.lock import LockConfig, inject, locked_modules
 from genlab.lock.io import load_locked, save_locked
 
 
+def lock_with_random_weights(model, config, seed):
+    """Inject, then give every DLR parameter a random value (a lock after distillation:
+    nonzero B_l everywhere)."""
+    inject(model, config, seed=seed)
+    with torch.no_grad():
+        for m in locked_modules(model).values():
+            for p in m.parameters():
+                p.normal_(0, 0.05)
+
+
 @pytest.fixture()
 def tiny_llama():
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -22,11 +32,7 @@ def tiny_llama():
 
 def test_round_trip_gives_the_same_class_and_identical_outputs(tiny_llama, tmp_path):
     config = LockConfig(rank=8, norm="rms")
-    inject(tiny_llama, config, seed=1)
-    with torch.no_grad():  # a lock after distillation: nonzero B_l everywhere
-        for m in locked_modules(tiny_llama).values():
-            for p in m.parameters():
-                p.normal_(0, 0.05)
+    lock_with_random_weights(tiny_llama, config, seed=1)
     save_locked(tiny_llama, tmp_path / "locked", config)
     back = load_locked(tmp_path / "locked")
     assert type(back) is type(tiny_llama)
@@ -52,11 +58,7 @@ def test_genlabs_gpt_round_trips_too(tmp_path):
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, d_model=16)).eval()
     config = LockConfig(rank=16)
-    inject(model, config, seed=2)
-    with torch.no_grad():
-        for m in locked_modules(model).values():
-            for p in m.parameters():
-                p.normal_(0, 0.05)
+    lock_with_random_weights(model, config, seed=2)
     save_locked(model, tmp_path / "gpt", config)
     back = load_locked(tmp_path / "gpt")
     assert type(back) is GPT and back.cfg == model.cfg
@@ -73,11 +75,7 @@ def test_a_locked_bert_round_trips(tmp_path):
     bert = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
                                 num_attention_heads=2, intermediate_size=32)).eval()  # fmt: skip
     config = LockConfig(target_modules=("intermediate",), rank=8)
-    inject(bert, config, seed=1)
-    with torch.no_grad():
-        for m in locked_modules(bert).values():
-            for p in m.parameters():
-                p.normal_(0, 0.05)
+    lock_with_random_weights(bert, config, seed=1)
     save_locked(bert, tmp_path / "b", config)
     back = load_locked(tmp_path / "b")
     ids = torch.randint(0, 50, (2, 7))

@@ -1,6 +1,10 @@
 """Saved activations against hand counts: an MLP saves d + 2h values per token, a DLR-Net of
 depth L and rank r saves L (d + 2r)."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -83,3 +87,47 @@ def test_module_saved_bytes_of_an_mlp_and_its_dlr_net_by_hand():
     mlp = nn.Sequential(nn.Linear(d, h), nn.GELU(), nn.Linear(h, d))
     assert module_saved_bytes(mlp, n) == 4 * n * (d + 2 * h)
     assert module_saved_bytes(DLRNet(d, 8, 8), n) == 4 * n * 8 * (d + 2 * 8)  # L (d + 2 r)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_freed_tensor_pages_go_back_to_the_system():
+    from genlab.measures.memory import return_freed_memory
+
+    def rss_mb() -> int:
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmRSS:")[1].split()[0]) // 1024
+
+    return_freed_memory()
+    base = rss_mb()
+    tensors = [torch.ones(256, 576) for _ in range(800)]  # 470 MB of 590 kB tensors
+    keep = tensors[::50]  # a few survivors pin the heap: freeing alone gives little back
+    del tensors
+    return_freed_memory()
+    assert rss_mb() - base < 100 + len(keep)  # the 470 MB are back, bar the kept 16 x 0.6 MB
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_mapped_tensors_are_unmapped_when_freed():
+    """In a fresh process (the setting is process-wide): with map_large_tensors, freeing
+    tensors gives their pages back at once, without a trim; without it glibc keeps them."""
+    code = """
+import gc, sys, torch
+from pathlib import Path
+from genlab.measures.memory import map_large_tensors
+if sys.argv[1] == "mapped":
+    assert map_large_tensors()
+rss = lambda: int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) // 1024
+torch.ones(64, 1024, 1024)  # one large free: glibc then raises its threshold by default
+base = rss()
+tensors = [torch.ones(256, 576) for _ in range(800)]
+keep = tensors[::50]
+del tensors
+gc.collect()
+print(rss() - base)
+"""
+    grown = {}
+    for mode in ("mapped", "default"):
+        proc = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        grown[mode] = int(proc.stdout.strip().splitlines()[-1])
+    assert grown["mapped"] < 100 < grown["default"]  # 470 MB allocated, 10 MB kept

@@ -40,7 +40,7 @@ from genlab.lock.distill import capture_mlp_io, distill, relative_error
 from genlab.lock.dlr import concatenate
 from genlab.lock.inject import LockedMLP, locked_modules, replace_module
 from genlab.measures.capability import logits_of
-from genlab.measures.memory import peak_memory_bytes, saved_activation_bytes
+from genlab.measures.memory import peak_memory_bytes, return_freed_memory, saved_activation_bytes
 
 ATTACKS = ("full", "lora-attn", "lora-all", "checkpoint-layers", "checkpoint-dlr", "offload",
            "redistill", "concatenate")  # fmt: skip
@@ -247,6 +247,15 @@ def step_cost(model: nn.Module, input_ids: torch.Tensor,
     r-wide pre-activations (L r = h per token, as the frozen MLP's h), not its d-wide input,
     so behind LoRA the lock costs no more than the MLP it replaced unless each block has a
     norm (whose backward reads z_l)."""
+    try:
+        return _measure_step(model, input_ids, context, device)
+    finally:
+        return_freed_memory()
+
+
+def _measure_step(model: nn.Module, input_ids: torch.Tensor,
+                  context: Callable[[], contextlib.AbstractContextManager],
+                  device: str) -> dict[str, int]:  # fmt: skip
     model = copy.deepcopy(model).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=0.0, weight_decay=0.0)  # measures, never changes
@@ -257,8 +266,10 @@ def step_cost(model: nn.Module, input_ids: torch.Tensor,
 
     # Outside ``context``: autograd's hooks nest, so save_on_cpu's would hide the tensors from
     # the count (on a CPU they stay the same bytes in the same memory).
-    saved, _ = saved_activation_bytes(lambda: lm_loss(model, input_ids),
-                                      exclude=list(model.parameters()))  # fmt: skip
+    # [0]: the loss (and the graph it holds) is dropped here, before the step builds another
+    saved = saved_activation_bytes(lambda: lm_loss(model, input_ids),
+                                   exclude=list(model.parameters()))[0]  # fmt: skip
+    return_freed_memory()
 
     def step():
         loss = forward()

@@ -39,6 +39,45 @@ def saved_activation_bytes(
     return sum(seen.values()), out
 
 
+def _libc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def map_large_tensors(threshold: int = 256 * 1024) -> bool:
+    """Have glibc give every allocation of at least ``threshold`` bytes its own memory map,
+    unmapped when freed (``mallopt(M_MMAP_THRESHOLD)``; False where that is unavailable). By
+    default glibc raises the threshold after the first large free and then serves tensors from
+    its heap, which keeps their pages after they are freed: a run that builds one 10 GB graph
+    after another (a locked SmolLM2's fine-tuning steps) then runs out of memory."""
+    libc = _libc()
+    try:
+        return libc is not None and libc.mallopt(-3, threshold) == 1  # M_MMAP_THRESHOLD
+    except AttributeError:
+        return False
+
+
+def return_freed_memory() -> None:
+    """Hand the heap pages freed tensors left behind back to the operating system (glibc's
+    ``malloc_trim``; a no-op elsewhere). Between measurements of models whose activations take
+    gigabytes, glibc otherwise keeps the freed pages of one pass while the next allocates
+    its own, and two passes of 10 GB exhaust a 24 GB machine."""
+    import gc
+
+    gc.collect()
+    libc = _libc()
+    try:
+        if libc is not None:
+            libc.malloc_trim(0)
+    except AttributeError:
+        pass
+
+
 def module_saved_bytes(module: torch.nn.Module, tokens: int, seed: int = 0,
                        frozen: bool = False) -> int:  # fmt: skip
     """Bytes ``module`` (an MLP or the DLR-Net replacing it: a map of width d to d) saves for
@@ -52,7 +91,7 @@ def module_saved_bytes(module: torch.nn.Module, tokens: int, seed: int = 0,
     try:
         for p in params:
             p.requires_grad_(not frozen and p.requires_grad)
-        saved, _ = saved_activation_bytes(lambda: module(x).sum(), exclude=params)
+        saved = saved_activation_bytes(lambda: module(x).sum(), exclude=params)[0]
     finally:
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)

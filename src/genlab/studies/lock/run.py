@@ -51,7 +51,9 @@ from genlab.lock.lock import lock_model
 from genlab.measures.capability import next_token_agreement, perplexity
 from genlab.measures.memory import (
     forward_backward_flops,
+    map_large_tensors,
     module_saved_bytes,
+    return_freed_memory,
 )
 from genlab.models.gpt import GPT
 from genlab.runs import (
@@ -345,6 +347,8 @@ def run_finetune(run: Run, cfg: LockStudyConfig, t: Texts, stage: str, model: nn
         timed = out["step_s"][1:] or out["step_s"]  # the first step pays one-off allocations
         atomic_write_json(machine_file(run.paths, stage), {
             "step_s": statistics.median(timed), "peak_bytes": cost["peak_bytes"]})  # fmt: skip
+    del ready, out
+    return_freed_memory()
 
 
 def mean_module_error(base: nn.Module, dense: nn.Module, calibration: torch.Tensor) -> float:
@@ -416,6 +420,7 @@ def run_attacks(run: Run, cfg: LockStudyConfig, base: nn.Module, locked: nn.Modu
 
 
 def run(cfg: LockStudyConfig, run: Run) -> dict:
+    map_large_tensors()  # freed activations go back to the system (SmolLM2 needs it in 24 GB)
     base, encode = base_model(run, cfg)
     base.eval()
     t = texts(cfg, encode)
