@@ -92,3 +92,28 @@ def test_bad_input_exits_2_in_one_line_and_keeps_files(
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert (full / "keep.txt").read_text() == "mine"
+
+
+def test_the_readmes_python_use_runs_as_written(tmp_path):
+    """The README's three lines, on a tiny Llama and random calibration tokens."""
+    from pathlib import Path
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("**`lock`**") :]
+    code = section[
+        section.index("```python") + len("```python") : section.index(
+            "```\n", section.index("```python") + 9
+        )
+    ]
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2,
+                                         vocab_size=101)).eval()  # fmt: skip
+    g = torch.Generator().manual_seed(1)
+    calibration = [{"input_ids": torch.randint(0, 101, (4, 16), generator=g)} for _ in range(4)]
+    scope = {"model": model, "calibration": calibration}
+    exec(compile(code, "README.md", "exec"), scope)  # runs in the test's own folder
+    assert set(locked_modules(scope["model"])) == {"model.layers.0.mlp", "model.layers.1.mlp"}
+    assert (tmp_path / "locked" / "model.safetensors").exists()
