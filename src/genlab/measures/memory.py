@@ -54,7 +54,10 @@ def map_large_tensors(threshold: int = 256 * 1024) -> bool:
     unmapped when freed (``mallopt(M_MMAP_THRESHOLD)``; False where that is unavailable). By
     default glibc raises the threshold after the first large free and then serves tensors from
     its heap, which keeps their pages after they are freed: a run that builds one 10 GB graph
-    after another (a locked SmolLM2's fine-tuning steps) then runs out of memory."""
+    after another (a locked SmolLM2's fine-tuning steps) then runs out of memory. The price:
+    every large allocation is a fresh map whose pages are zeroed on first touch, which slows
+    models of many small operations (bench/bench_lock.py: a rank-32 DLR-Net's forward went
+    from 2.4x to 6.9x its MLP's); use it where memory, not time, is the constraint."""
     libc = _libc()
     try:
         return libc is not None and libc.mallopt(-3, threshold) == 1  # M_MMAP_THRESHOLD

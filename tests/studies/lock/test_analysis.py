@@ -94,3 +94,12 @@ def test_attack_rows_are_ratios_to_the_originals_best_full_run(tmp_path):
         ckpt["peak_ratio"] == pytest.approx(1.05) and not ckpt["defeats"]
     )  # dense memory, 3x time
     assert base["defeats"] is None
+
+
+def test_fine_tuning_verdicts_need_a_lock_that_kept_the_model():
+    from genlab.studies.lock.analysis import only_if_preserved
+
+    assert only_if_preserved(True, True) is True and only_if_preserved(True, False) is False
+    # a broken lock: neither "harder" nor "the defence holds" can be judged from its curve
+    assert only_if_preserved(False, True) is None and only_if_preserved(False, False) is None
+    assert only_if_preserved(None, True) is None  # capability not measured

@@ -88,6 +88,14 @@ def harder_to_optimize(original: dict, locked: dict) -> bool:
     return gain(locked) < gain(original)
 
 
+def only_if_preserved(preserved: bool | None, verdict: bool | None) -> bool | None:
+    """A fine-tuning verdict (harder to optimize, the defence holds) compares the locked
+    model's curve with the original's: like with like only when the lock kept the model's
+    capability. A broken lock starts far higher, "recovers" fast and never reaches the
+    original's loss, which says nothing of the defence: None (not testable) then."""
+    return verdict if preserved else None
+
+
 def attack_defeats_lock(row: dict) -> bool:
     """An attack row (ratios to fine-tuning the original) defeats the lock when it fine-tunes
     at dense memory and reaches the original's loss in affordable time."""
@@ -224,7 +232,9 @@ def analyze(records: Sequence[dict], paths: RunPaths, cfg: LockStudyConfig) -> d
             out["cost"]["original"], out["cost"]["locked"]
         )
     if all(full.values()):
-        out["harder"] = harder_to_optimize(full["original"], full["locked"])
+        out["harder"] = only_if_preserved(
+            out.get("preserved"), harder_to_optimize(full["original"], full["locked"])
+        )
     return out
 
 

@@ -27,6 +27,7 @@ from genlab.studies.lock.analysis import (
     PERPLEXITY_TOLERANCE,
     analyze,
     finetune_curve,
+    only_if_preserved,
 )
 from genlab.studies.lock.config import LockStudyConfig
 from genlab.studies.lock.run import lock_tag, read_machine
@@ -98,7 +99,8 @@ def lock_claims(cfg: LockStudyConfig, a: dict) -> list[Claim]:
             f"held-out loss at the best rate, {cfg.finetune.steps} steps: original "
             f"{sig(f['original']['start_loss'])} -> {sig(f['original']['final_loss'])}, locked "
             f"{sig(f['locked']['start_loss'])} -> {sig(f['locked']['final_loss'])} (held: a "
-            "smaller relative decrease)",
+            "smaller relative decrease)" + ("" if a.get("preserved") else "; not testable: "
+            "the locked model starts from a broken model, not from the original's function"),
             _verdict(a["harder"]),
         ))  # fmt: skip
     rows = [r for r in a["attacks"] if r["model"] != "original"]
@@ -107,10 +109,12 @@ def lock_claims(cfg: LockStudyConfig, a: dict) -> list[Claim]:
         out.append(Claim(
             "the defence holds against adaptive attackers",
             "\"the defence must hold against adaptive attackers who know it\" (abstract)",
-            (f"defeated by {', '.join(winners)}" if winners else "no attack") +
+            (f"defeated by {', '.join(winners)}" if winners else "no attack defeats it") +
             f" (defeat: peak memory <= {DENSE_MEMORY}x and the original's fine-tuned loss in "
-            f"<= {AFFORDABLE_TIME}x its wall time)",
-            _verdict(not winners),
+            f"<= {AFFORDABLE_TIME}x its wall time)" + ("" if a.get("preserved") else
+            "; not testable: the locked model does not keep the original's capability, so "
+            "it cannot reach the original's loss whatever the attack"),
+            _verdict(only_if_preserved(a.get("preserved"), not winners)),
         ))  # fmt: skip
     return out
 
