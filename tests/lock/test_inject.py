@@ -121,8 +121,8 @@ def test_encoder_mlps_are_fused_without_changing_a_bit():
 
 
 def test_encoder_split_init_at_full_rank_is_the_original_bert():
-    """split init with one block of r = h is the MLP itself: the locked encoder's output equals
-    the original's up to float32 round-off."""
+    """split init with one block of r = h is the MLP itself: the locked encoder computes what
+    the original did."""
     bert = _tiny_bert()
     ids = torch.randint(0, 50, (2, 7))
     with torch.no_grad():
@@ -132,9 +132,13 @@ def test_encoder_split_init_at_full_rank_is_the_original_bert():
     assert report["encoder.layer.0.intermediate"]["depth"] == 1
     with torch.no_grad():
         after = bert(ids).last_hidden_state
+    # The block computes y with the MLP's own weights and kernels and returns (x + y) - x,
+    # exact where |y| is small against |x| (Sterbenz; then the layer's x + ... is fl(x + y)
+    # as before, and this machine gives equal bits); elsewhere one rounding at the scale of
+    # the hidden state, through LayerNorm (gain about 1).
     eps = torch.finfo(torch.float32).eps
-    # sums of 32 and 16 terms through 2 layers of LayerNorm (unit scale): a few hundred ulps
-    torch.testing.assert_close(after, before, rtol=0, atol=256 * eps)
+    scale = float(before.abs().max())
+    torch.testing.assert_close(after, before, rtol=4 * eps, atol=4 * eps * scale)
 
 
 def test_an_encoder_with_another_activation_is_refused():
