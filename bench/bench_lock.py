@@ -98,9 +98,6 @@ def module_part(tokens: int, ranks: list[int], repeat: int, compile_: bool) -> N
 
 
 def model_part(tokens: int, ranks: list[int], repeat: int) -> None:
-    # No map_large_tensors here: it returns freed memory at once but makes every large
-    # allocation a fresh mmap, which slows a DLR-Net's many small ops (2.4x -> 6.9x at rank 32
-    # in part 1); step_cost trims the heap after each model instead.
     from genlab.models.smollm2 import load_smollm2
 
     original, _ = load_smollm2()

@@ -98,10 +98,9 @@ def publish(cfg: PublishConfig) -> dict:
     from genlab.data.corpus import corpus_splits, token_batches, token_blocks
     from genlab.lock.attacks import step_cost
     from genlab.measures.capability import perplexity
-    from genlab.measures.memory import map_large_tensors, module_saved_bytes
+    from genlab.measures.memory import module_saved_bytes
 
     check(cfg)
-    map_large_tensors()  # a deep lock's activations are gigabytes: return them when freed
     model, tokenizer = load_causal_lm(cfg.model)
     lock = LockConfig(
         target_modules=cfg.target_modules, rank=cfg.rank, norm=cfg.norm, init=cfg.init

@@ -32,7 +32,10 @@ def saved_activation_bytes(
         ptr = storage.data_ptr()
         if ptr not in skip:
             seen[ptr] = storage.nbytes()
-        return t
+        # detached: a saved output kept as itself would hold its own grad_fn, a cycle through
+        # autograd's C++ graph that Python's collector cannot see (the graph, and every
+        # activation in it, would outlive the loss)
+        return t.detach()
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = fn()
@@ -47,22 +50,6 @@ def _libc():
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
         return None
-
-
-def map_large_tensors(threshold: int = 256 * 1024) -> bool:
-    """Have glibc give every allocation of at least ``threshold`` bytes its own memory map,
-    unmapped when freed (``mallopt(M_MMAP_THRESHOLD)``; False where that is unavailable). By
-    default glibc raises the threshold after the first large free and then serves tensors from
-    its heap, which keeps their pages after they are freed: a run that builds one 10 GB graph
-    after another (a locked SmolLM2's fine-tuning steps) then runs out of memory. The price:
-    every large allocation is a fresh map whose pages are zeroed on first touch, which slows
-    models of many small operations (bench/bench_lock.py: a rank-32 DLR-Net's forward went
-    from 2.4x to 6.9x its MLP's); use it where memory, not time, is the constraint."""
-    libc = _libc()
-    try:
-        return libc is not None and libc.mallopt(-3, threshold) == 1  # M_MMAP_THRESHOLD
-    except AttributeError:
-        return False
 
 
 def return_freed_memory() -> None:

@@ -51,7 +51,6 @@ from genlab.lock.lock import lock_model
 from genlab.measures.capability import next_token_agreement, perplexity
 from genlab.measures.memory import (
     forward_backward_flops,
-    map_large_tensors,
     module_saved_bytes,
     return_freed_memory,
 )
@@ -420,7 +419,6 @@ def run_attacks(run: Run, cfg: LockStudyConfig, base: nn.Module, locked: nn.Modu
 
 
 def run(cfg: LockStudyConfig, run: Run) -> dict:
-    map_large_tensors()  # freed activations go back to the system (SmolLM2 needs it in 24 GB)
     base, encode = base_model(run, cfg)
     base.eval()
     t = texts(cfg, encode)
