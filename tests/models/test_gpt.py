@@ -1,5 +1,7 @@
 """The small GPT: shapes, causality, padding, tied head, and that genlab.lock can lock it."""
 
+import math
+
 import torch
 
 from genlab.lock import LockConfig, inject, locked_modules
@@ -41,3 +43,24 @@ def test_its_mlps_are_found_and_locked():
     report = inject(model, LockConfig(rank=16, depth=4))
     assert list(report) == ["h.0.mlp", "h.1.mlp"] == list(locked_modules(model))
     assert report["h.0.mlp"]["h"] == 64 and report["h.0.mlp"]["block"] == "gelu"
+
+
+def test_initialization_is_gpt2s_so_the_untrained_loss_is_near_log_vocab():
+    # N(0, 0.02) weights tied to the head give logits of std 0.02 sqrt(d) (layer-normed inputs),
+    # so the loss on any tokens is ln V + O(0.02^2 d): within 0.05 of ln V at d 64. torch's
+    # default N(0, 1) embedding gives std sqrt(d) = 8 logits and a loss of tens of nats.
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=256, block_size=32, n_layer=4, n_head=4, d_model=64)
+    model = GPT(cfg).eval()
+    ids = torch.randint(0, 256, (8, 32))
+    with torch.no_grad():
+        logits = model(ids)
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+    assert abs(float(loss) - math.log(256)) < 0.05
+    # each std estimated from n >= 4,096 draws: relative standard error 1 / sqrt(2 n) < 1.2%
+    for name, p in model.named_parameters():
+        if name.endswith(".bias"):
+            assert not p.any(), name
+        elif p.dim() == 2:
+            want = 0.02 / math.sqrt(2 * cfg.n_layer) if name.endswith("c_proj.weight") else 0.02
+            assert abs(float(p.std()) / want - 1) < 0.05, name

@@ -1,7 +1,8 @@
 """A small GPT (nanoGPT's layout): token and position embeddings, pre-norm blocks of causal
 self-attention and a GELU MLP, a final LayerNorm and a language-model head tied to the token
-embedding. The MLP names its layers ``c_fc`` / ``c_proj`` as GPT-2 does, so
-``genlab.lock`` finds and reads it.
+embedding, initialized as GPT-2 (N(0, 0.02); residual projections N(0, 0.02 / sqrt(2 L))).
+The MLP names its layers ``c_fc`` / ``c_proj`` as GPT-2 does, so ``genlab.lock`` finds and
+reads it.
 
 input_ids (B, T) -> wte + wpe (B, T, d)
   -> n_layer x [x + attn(ln_1(x)); x + mlp(ln_2(x))]     attn: heads (B, H, T, d / H), causal
@@ -10,11 +11,14 @@ input_ids (B, T) -> wte + wpe (B, T, d)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+INIT_STD = 0.02
 
 
 @dataclass
@@ -79,6 +83,21 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # tied
+        self.apply(self._init_weights)
+        # GPT-2's scaling: each residual branch's last layer is shrunk so the residual stream's
+        # variance at the top does not grow with depth
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=INIT_STD / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        # GPT-2 / nanoGPT: N(0, 0.02) weights, zero biases. torch's default N(0, 1) embedding,
+        # tied to the head, gives logits of std sqrt(d) and an initial loss of ~80 nats at d 128
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
         B, T = input_ids.shape
