@@ -151,6 +151,24 @@ def texts(cfg: LockStudyConfig, encode: Callable[[str], list[int]]) -> Texts:
 # --- locking -------------------------------------------------------------------------------
 
 
+def dlr_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The DLR-Nets' tensors (all the end-to-end pass trains), by their names in ``model``.
+    Not the whole state dict: a tied head and embedding share memory, which safetensors
+    refuses to write."""
+    return {f"{name}.{k}": v for name, m in locked_modules(model).items()
+            for k, v in m.state_dict().items()}  # fmt: skip
+
+
+def load_dlr_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Inverse of :func:`dlr_state`; every tensor must land in a DLR-Net of ``model``."""
+    expected = dlr_state(model).keys()
+    if set(state) != set(expected):
+        raise ValueError(
+            f"DLR state does not match the model: {sorted(set(state) ^ set(expected))[:3]}"
+        )
+    model.load_state_dict(state, strict=False)
+
+
 def locked_copy(run: Run, cfg: LockStudyConfig, base: nn.Module, calibration: torch.Tensor,
                 rank: int, init: str) -> nn.Module:  # fmt: skip
     """A copy of ``base`` locked at ``rank`` with ``init``, each module a stage whose weights
@@ -183,12 +201,12 @@ def locked_copy(run: Run, cfg: LockStudyConfig, base: nn.Module, calibration: to
         end = f"lock-{tag}-end-to-end"
         path = folder / "end_to_end.safetensors"
         if run.stage_done(end):
-            model.load_state_dict(load_file(str(path)))
+            load_dlr_state(model, load_file(str(path)))
         else:
             with run.stage(end):
                 kl = distill_end_to_end(model, base, token_batches(calibration), cfg.distill.kl_steps,
                                         cfg.distill.kl_lr, cfg.seed)  # fmt: skip
-                atomic_write_safetensors(path, model.state_dict())
+                atomic_write_safetensors(path, dlr_state(model))
                 run.log(cfg.distill.kl_steps, "end_to_end", tag=tag, kl_first=kl[0], kl_last=kl[-1])
     return model.eval()
 
