@@ -10,6 +10,7 @@ from genlab.studies.lock.analysis import (
     attack_defeats_lock,
     attack_rows,
     backward_disproportionate,
+    finetune_target,
     harder_to_optimize,
     inference_preserved,
     linear_in_depth,
@@ -40,6 +41,10 @@ def test_harder_to_optimize_is_relative_so_a_worse_start_is_not_counted():
     original = {"start_loss": 3.0, "final_loss": 2.4}  # 20% down
     assert harder_to_optimize(original, {"start_loss": 3.3, "final_loss": 3.0})  # 9% down
     assert not harder_to_optimize(original, {"start_loss": 4.0, "final_loss": 3.0})  # 25% down
+    # the smoke run's curves: 6.47% against 6.40% down is the same curve, not a harder one
+    smoke = {"start_loss": 2.6795, "final_loss": 2.5061}
+    assert not harder_to_optimize(smoke, {"start_loss": 2.6845, "final_loss": 2.5127})
+    assert harder_to_optimize(original, {"start_loss": 3.0, "final_loss": 2.55})  # 15% < 0.8 x 20%
 
 
 def test_an_attack_defeats_the_lock_only_at_dense_memory_and_affordable_time():
@@ -69,13 +74,20 @@ def test_attack_rows_are_ratios_to_the_originals_best_full_run(tmp_path):
         stage = f"attack-{attack}-{model}" + (f"-lr{lr:g}" if attack == "full" else "")
         _write(paths, stage, {"step_s": step_s, "peak_bytes": peak})
 
-    run("full", "original", 0.1, [3.0, 2.6, 2.0], 100, 1.0, 1000)  # the baseline: target 2.0
+    run("full", "original", 0.1, [3.0, 2.6, 2.0], 100, 1.0, 1000)  # the baseline: target 2.1
     run("full", "original", 0.01, [3.0, 2.9, 2.8], 100, 1.0, 1000)
     run("full", "locked", 0.1, [3.2, 2.5, 1.9], 800, 2.0, 3000)  # best: reaches 2.0 at step 20
     run("full", "locked", 0.01, [3.2, 3.1, 3.0], 800, 2.0, 3000)
     run("checkpoint-layers", "locked", 0.1, [3.2], 50, 3.0, 1050)  # exact: full's curve
+    # ends above the original's 2.0 but within a tenth of its drop: reached, cheaply, densely
+    run("lora-attn", "locked", 0.001, [3.2, 2.6, 2.08], 100, 0.5, 1000)
     rows = {(r["attack"], r["model"]): r for r in attack_rows(recs, paths)}
-    assert set(rows) == {("full", "original"), ("full", "locked"), ("checkpoint-layers", "locked")}
+    assert set(rows) == {
+        ("full", "original"),
+        ("full", "locked"),
+        ("checkpoint-layers", "locked"),
+        ("lora-attn", "locked"),
+    }
     base, full, ckpt = (
         rows["full", "original"],
         rows["full", "locked"],
@@ -94,12 +106,27 @@ def test_attack_rows_are_ratios_to_the_originals_best_full_run(tmp_path):
         ckpt["peak_ratio"] == pytest.approx(1.05) and not ckpt["defeats"]
     )  # dense memory, 3x time
     assert base["defeats"] is None
+    lora = rows["lora-attn", "locked"]
+    assert lora["steps_to_target"] == 20 and lora["wall_to_target_ratio"] == 0.5
+    assert lora["final_loss_ratio"] == pytest.approx(2.08 / 2.0) and lora["defeats"]
 
 
-def test_fine_tuning_verdicts_need_a_lock_that_kept_the_model():
-    from genlab.studies.lock.analysis import only_if_preserved
+def test_the_target_is_a_fraction_of_the_originals_drop():
+    assert finetune_target(3.0, 2.0) == pytest.approx(2.1)
+    assert finetune_target(3.0, 2.0, fraction=1.0) == 2.0
+    assert finetune_target(3.0, 3.0) == 3.0  # no drop: the start itself
 
-    assert only_if_preserved(True, True) is True and only_if_preserved(True, False) is False
-    # a broken lock: neither "harder" nor "the defence holds" can be judged from its curve
-    assert only_if_preserved(False, True) is None and only_if_preserved(False, False) is None
-    assert only_if_preserved(None, True) is None  # capability not measured
+
+def test_fine_tuning_verdicts_need_a_locked_model_that_starts_near_the_original():
+    from genlab.studies.lock.analysis import comparable_start, only_if_comparable
+
+    original = {"start_loss": 2.55, "final_loss": 2.21}  # the gpt run's curves: drop 0.34
+    assert comparable_start(original, {"start_loss": 2.57, "final_loss": 2.24})
+    assert comparable_start(original, {"start_loss": 2.71, "final_loss": 2.3})  # 0.16 < 0.17
+    assert not comparable_start(original, {"start_loss": 2.73, "final_loss": 2.3})  # 0.18
+    # the smollm2 run: a broken lock starting 10.5 above a drop of 0.08
+    assert not comparable_start({"start_loss": 3.62, "final_loss": 3.54},
+                                {"start_loss": 14.1, "final_loss": 7.9})  # fmt: skip
+    assert only_if_comparable(True, True) is True and only_if_comparable(True, False) is False
+    assert only_if_comparable(False, True) is None and only_if_comparable(False, False) is None
+    assert only_if_comparable(None, True) is None  # not measured

@@ -29,6 +29,18 @@ BACKWARD_EXCESS = 1.25
 time ratio exceeds the original's by at least 25%."""
 DENSE_MEMORY = 1.10
 """An attack reaches dense memory when its peak is within 10% of fine-tuning the original."""
+COMPARABLE_START = 0.5
+"""The fine-tuning verdicts are tested only when the locked model starts at most half the
+original's fine-tuning drop above the original's starting loss (``comparable_start``)."""
+HARDER_MARGIN = 0.2
+"""Fine-tuning is harder to optimize when the locked model removes at least 20% less of its
+starting loss than the original in the same steps (a smaller gap is within what a seed or a
+rate of the grid changes)."""
+TARGET_FRACTION = 0.9
+"""An attack reaches the original's fine-tuned loss when it has come within 10% of the
+original's own drop of it (start - 0.9 (start - final) of the original's best run): the
+original itself touches its final loss only at its last step, so an exact target would turn
+evaluation noise of a fraction of a percent into "never"."""
 AFFORDABLE_TIME = 2.0
 """... and is affordable when it reaches the original's fine-tuned loss in at most twice the
 original's wall time."""
@@ -77,23 +89,39 @@ def backward_disproportionate(
     return ratio >= excess
 
 
-def harder_to_optimize(original: dict, locked: dict) -> bool:
+def harder_to_optimize(original: dict, locked: dict, margin: float = HARDER_MARGIN) -> bool:
     """Each: {"start_loss", "final_loss"} of full fine-tuning at its best rate. Harder when the
-    locked model removes a smaller fraction of its starting held-out loss in the same steps
-    (relative, so a locked model that starts higher is not penalized for it)."""
+    locked model removes a fraction of its starting held-out loss at least ``margin`` smaller
+    than the original's in the same steps (relative, so a locked model that starts higher is
+    not penalized for it)."""
 
     def gain(r):
         return (r["start_loss"] - r["final_loss"]) / r["start_loss"]
 
-    return gain(locked) < gain(original)
+    return gain(locked) <= (1 - margin) * gain(original)
 
 
-def only_if_preserved(preserved: bool | None, verdict: bool | None) -> bool | None:
-    """A fine-tuning verdict (harder to optimize, the defence holds) compares the locked
-    model's curve with the original's: like with like only when the lock kept the model's
-    capability. A broken lock starts far higher, "recovers" fast and never reaches the
-    original's loss, which says nothing of the defence: None (not testable) then."""
-    return verdict if preserved else None
+def comparable_start(original: dict, locked: dict, fraction: float = COMPARABLE_START) -> bool:
+    """Each: {"start_loss", "final_loss"} of full fine-tuning at its best rate. The fine-tuning
+    verdicts (harder to optimize, the defence holds) compare the locked model's curve with the
+    original's: like with like only when the locked model starts close to where the original
+    starts, within ``fraction`` of the drop the original's own fine-tuning achieves. A broken
+    lock starts far higher, "recovers" fast and never reaches the original's loss, which says
+    nothing of the defence."""
+    drop = original["start_loss"] - original["final_loss"]
+    return locked["start_loss"] - original["start_loss"] <= fraction * max(drop, 0.0)
+
+
+def only_if_comparable(comparable: bool | None, verdict: bool | None) -> bool | None:
+    """``verdict`` where the curves are comparable, None (not testable) otherwise."""
+    return verdict if comparable else None
+
+
+def finetune_target(start_loss: float, final_loss: float,
+                    fraction: float = TARGET_FRACTION) -> float:  # fmt: skip
+    """The loss an attack must reach: ``fraction`` of the way from the original's starting to
+    its final held-out loss."""
+    return start_loss - fraction * (start_loss - final_loss)
 
 
 def attack_defeats_lock(row: dict) -> bool:
@@ -147,14 +175,14 @@ def best_full(records: Sequence[dict], model: str) -> dict | None:
 
 def attack_rows(records: Sequence[dict], paths: RunPaths) -> list[dict]:
     """Per attack and model: peak memory, saved activations, step time, steps and wall time to
-    the loss fine-tuning the original reaches, final loss; each a ratio to fine-tuning the
+    the loss fine-tuning the original reaches (``finetune_target``), final loss; each a ratio to fine-tuning the
     original (full, best rate). Attacks that only move activations follow their model's full
     fine-tuning curve (same arithmetic): their steps and loss are taken from it."""
     base = best_full(records, "original")
     if base is None:
         return []
     base_m = read_machine(paths, attack_stage("full", "original", base["lr"]))
-    target = base["final_loss"]
+    target = finetune_target(base["start_loss"], base["final_loss"])
     base_steps = steps_to_reach(*finetune_curve(records, "full", "original", base["lr"]), target)
     best = {k: best_full(records, k) for k in ("original", "locked")}
     out = []
@@ -181,7 +209,7 @@ def attack_rows(records: Sequence[dict], paths: RunPaths) -> list[dict]:
             "saved_ratio": _ratio(r["saved_bytes"], base["saved_bytes"]),
             "step_time_ratio": step_ratio, "steps_to_target": reached,
             "base_steps_to_target": base_steps, "wall_to_target_ratio": wall,
-            "final_loss_ratio": _ratio(final, target), "final_loss": final,
+            "final_loss_ratio": _ratio(final, base["final_loss"]), "final_loss": final,
             "exact": r["attack"] in EXACT_ATTACKS,
             "perplexity": r.get("perplexity"), "agreement": r.get("agreement"),
             "tokens": r.get("tokens"), "module_error": r.get("module_error"),
@@ -232,8 +260,9 @@ def analyze(records: Sequence[dict], paths: RunPaths, cfg: LockStudyConfig) -> d
             out["cost"]["original"], out["cost"]["locked"]
         )
     if all(full.values()):
-        out["harder"] = only_if_preserved(
-            out.get("preserved"), harder_to_optimize(full["original"], full["locked"])
+        out["comparable"] = comparable_start(full["original"], full["locked"])
+        out["harder"] = only_if_comparable(
+            out["comparable"], harder_to_optimize(full["original"], full["locked"])
         )
     return out
 

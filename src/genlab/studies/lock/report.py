@@ -22,12 +22,15 @@ from genlab.runs import MetricsLog, RunPaths, read_config
 from genlab.studies.lock.analysis import (
     AFFORDABLE_TIME,
     BACKWARD_EXCESS,
+    COMPARABLE_START,
     DENSE_MEMORY,
+    HARDER_MARGIN,
     LINEAR_TOLERANCE,
     PERPLEXITY_TOLERANCE,
+    TARGET_FRACTION,
     analyze,
     finetune_curve,
-    only_if_preserved,
+    only_if_comparable,
 )
 from genlab.studies.lock.config import LockStudyConfig
 from genlab.studies.lock.run import lock_tag, read_machine
@@ -52,6 +55,17 @@ def _mb(v) -> str:
 
 def _x(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{sig(v)}x"
+
+
+def _not_comparable() -> str:
+    return (f"; not testable: the locked model starts more than {COMPARABLE_START:.0%} of the "
+            "original's fine-tuning drop above the original's loss, so its curve is not "
+            "comparable")  # fmt: skip
+
+
+def _loss_drop(r: dict) -> str:
+    drop = (r["start_loss"] - r["final_loss"]) / r["start_loss"]
+    return f"{sig(r['start_loss'])} -> {sig(r['final_loss'])} ({drop:.1%} down)"
 
 
 def _verdict(ok) -> str:
@@ -97,10 +111,9 @@ def lock_claims(cfg: LockStudyConfig, a: dict) -> list[Claim]:
             "fine-tuning the locked model is harder to optimize",
             "\"the architectural mismatch also makes fine-tuning harder to optimize\" (abstract)",
             f"held-out loss at the best rate, {cfg.finetune.steps} steps: original "
-            f"{sig(f['original']['start_loss'])} -> {sig(f['original']['final_loss'])}, locked "
-            f"{sig(f['locked']['start_loss'])} -> {sig(f['locked']['final_loss'])} (held: a "
-            "smaller relative decrease)" + ("" if a.get("preserved") else "; not testable: "
-            "the locked model starts from a broken model, not from the original's function"),
+            f"{_loss_drop(f['original'])}, locked {_loss_drop(f['locked'])} (held: the locked "
+            f"decrease at least {HARDER_MARGIN:.0%} smaller)"
+            + ("" if a.get("comparable") else _not_comparable()),
             _verdict(a["harder"]),
         ))  # fmt: skip
     rows = [r for r in a["attacks"] if r["model"] != "original"]
@@ -111,10 +124,9 @@ def lock_claims(cfg: LockStudyConfig, a: dict) -> list[Claim]:
             "\"the defence must hold against adaptive attackers who know it\" (abstract)",
             (f"defeated by {', '.join(winners)}" if winners else "no attack defeats it") +
             f" (defeat: peak memory <= {DENSE_MEMORY}x and the original's fine-tuned loss in "
-            f"<= {AFFORDABLE_TIME}x its wall time)" + ("" if a.get("preserved") else
-            "; not testable: the locked model does not keep the original's capability, so "
-            "it cannot reach the original's loss whatever the attack"),
-            _verdict(only_if_preserved(a.get("preserved"), not winners)),
+            f"<= {AFFORDABLE_TIME}x its wall time)" + ("" if a.get("comparable") else
+            _not_comparable()),
+            _verdict(only_if_comparable(a.get("comparable"), not winners)),
         ))  # fmt: skip
     return out
 
@@ -318,8 +330,8 @@ def protocol_md(cfg: LockStudyConfig) -> str:
         f"lr {cfg.distill.lr:g} with cosine decay, {cfg.distill.inputs} inputs, end-to-end KL "
         f"steps {cfg.distill.kl_steps}; init {cfg.lock.init}, norm {cfg.lock.norm}.",
         f"- Attacker's task: {cfg.finetune.steps} steps of {cfg.finetune.batch} blocks of "
-        f"{cfg.finetune_corpus}; target = the loss the original reaches at its best rate of "
-        f"{', '.join(f'{x:g}' for x in cfg.lr_grid)}; LoRA rank {cfg.lora_rank} at lr {cfg.lora_lr:g}.",
+        f"{cfg.finetune_corpus}; target = {TARGET_FRACTION:.0%} of the loss decrease the original "
+        f"reaches at its best rate of {', '.join(f'{x:g}' for x in cfg.lr_grid)}; LoRA rank {cfg.lora_rank} at lr {cfg.lora_lr:g}.",
         f"- Checkpointing and offloading change where activations live, not the arithmetic: they "
         f"are timed over {cfg.cost_steps} steps and take their model's full fine-tuning curve.",
         "- Wall times and peaks are this machine's (CPU; the profiler's allocator record). The GPU "
@@ -344,7 +356,8 @@ def report(paths: RunPaths) -> None:
          "relative distillation error ||DLR(x) - MLP(x)||^2 / ||MLP(x)||^2 per layer")),
         ("Compute", cost_table(a)),
         ("Attacks", "Each a ratio to full fine-tuning of the original at its best rate; target: "
-         "the held-out loss that run ends at. " + "; ".join(f"{k}: {v}" for k, v in ATTACK_NOTES.items()) +
+         f"{TARGET_FRACTION:.0%} of that run's held-out loss decrease (start - {TARGET_FRACTION:g} "
+         "(start - final)), reached at an evaluated step; final loss: to that run's final loss. " + "; ".join(f"{k}: {v}" for k, v in ATTACK_NOTES.items()) +
          ".\n\n" + attack_table(a) + "\n\n" + recovery_md(a, paths) + "\n\n" +
          figure_md(paths, "finetune", "held-out loss while fine-tuning")),
         ("Protocol", protocol_md(cfg)),
