@@ -89,16 +89,19 @@ def backward_disproportionate(
     return ratio >= excess
 
 
+def relative_drop(r: dict) -> float:
+    """The fraction of its starting held-out loss a fine-tuning run ({"start_loss",
+    "final_loss"}) removes."""
+    return (r["start_loss"] - r["final_loss"]) / r["start_loss"]
+
+
 def harder_to_optimize(original: dict, locked: dict, margin: float = HARDER_MARGIN) -> bool:
     """Each: {"start_loss", "final_loss"} of full fine-tuning at its best rate. Harder when the
     locked model removes a fraction of its starting held-out loss at least ``margin`` smaller
     than the original's in the same steps (relative, so a locked model that starts higher is
     not penalized for it)."""
 
-    def gain(r):
-        return (r["start_loss"] - r["final_loss"]) / r["start_loss"]
-
-    return gain(locked) <= (1 - margin) * gain(original)
+    return relative_drop(locked) <= (1 - margin) * relative_drop(original)
 
 
 def comparable_start(original: dict, locked: dict, fraction: float = COMPARABLE_START) -> bool:

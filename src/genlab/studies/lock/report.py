@@ -31,6 +31,7 @@ from genlab.studies.lock.analysis import (
     analyze,
     finetune_curve,
     only_if_comparable,
+    relative_drop,
 )
 from genlab.studies.lock.config import LockStudyConfig
 from genlab.studies.lock.run import lock_tag, read_machine
@@ -64,8 +65,7 @@ def _not_comparable() -> str:
 
 
 def _loss_drop(r: dict) -> str:
-    drop = (r["start_loss"] - r["final_loss"]) / r["start_loss"]
-    return f"{sig(r['start_loss'])} -> {sig(r['final_loss'])} ({drop:.1%} down)"
+    return f"{sig(r['start_loss'])} -> {sig(r['final_loss'])} ({relative_drop(r):.1%} down)"
 
 
 def _verdict(ok) -> str:
